@@ -1,0 +1,3 @@
+from pwgroup.cli import main
+
+raise SystemExit(main())

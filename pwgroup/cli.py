@@ -1,0 +1,398 @@
+"""The `pwgroup` command: parse, call the supervisor or the room, print (tables, or JSON with --json).
+
+Every user error is one line and exit code 2; an unreachable sound server is exit code 3; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pwgroup import __version__
+from pwgroup.model import EXIT_OK, EXIT_USER, GroupSpec, MemberSpec, PwgroupError, UserError, check_group_name
+
+MAX_DELAY_MS = 1900.0
+
+_BIDI = {0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+def safe_text(text: str, limit: int | None = None) -> str:
+    """Show a string from the air literally: control, escape and direction characters become visible escapes."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif code < 0x20 or 0x7F <= code < 0xA0 or code in _BIDI or 0xD800 <= code < 0xE000:
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    shown = "".join(out)
+    if limit is not None and len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return shown
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=True))
+
+
+# ---------------------------------------------------------------- commands on the sound server
+
+
+async def _backend():  # type: ignore[no-untyped-def]
+    from pwgroup.graph.pipewire import PipeWireBackend
+
+    return await PipeWireBackend().open()
+
+
+def _resolve_speaker(graph: Any, text: str) -> str:
+    from pwgroup.graph import layout
+
+    spk = layout.find_speaker(graph, text)
+    if spk is None:
+        raise UserError(f"unknown speaker {safe_text(text, 60)!r}: run 'pwgroup speakers' to list them")
+    return spk.key
+
+
+def _parse_delay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"invalid delay {safe_text(text, 20)!r}: give milliseconds, e.g. 37.5") from None
+    if not 0.0 <= value <= MAX_DELAY_MS or value != value:
+        raise UserError(f"delay {value:g} ms is out of range: use 0 to {MAX_DELAY_MS:g} ms")
+    return value
+
+
+async def cmd_speakers(args: argparse.Namespace) -> int:
+    from pwgroup.model import speakers_in
+
+    be = await _backend()
+    try:
+        speakers = speakers_in(be.graph)
+    finally:
+        await be.close()
+    if args.json:
+        _emit_json(
+            {
+                "speakers": [
+                    {
+                        "name": s.description,
+                        "address": s.address,
+                        "node": s.node_name,
+                        "codec": s.codec,
+                        "profile": s.profile,
+                    }
+                    for s in speakers
+                ]
+            }
+        )
+        return EXIT_OK
+    if not speakers:
+        print("no Bluetooth speakers found: connect one (bluetoothctl connect ADDRESS) and try again")
+        return EXIT_OK
+    rows = [
+        [safe_text(s.description, 40), s.address or "-", safe_text(s.node_name, 48), safe_text(s.codec or "-", 10)]
+        for s in speakers
+    ]
+    _print_table(rows, ["NAME", "ADDRESS", "NODE", "CODEC"])
+    return EXIT_OK
+
+
+async def _edit_group(name: str, edit) -> None:  # type: ignore[no-untyped-def]
+    from pwgroup.supervisor import converge, desired_from_graph
+
+    be = await _backend()
+    try:
+        current = desired_from_graph(be.graph, name)
+        desired = edit(be.graph, current)
+        await converge(be, desired, name)
+    finally:
+        await be.close()
+
+
+async def cmd_group_create(args: argparse.Namespace) -> int:
+    name = check_group_name(args.name)
+
+    def edit(graph: Any, current: GroupSpec | None) -> GroupSpec:
+        if current is not None:
+            raise UserError(f"group {name!r} already exists: pick another name or 'pwgroup group delete {name}'")
+        keys: list[str] = []
+        for text in args.speakers:
+            key = _resolve_speaker(graph, text)
+            if key in keys:
+                raise UserError(f"speaker {safe_text(text, 60)!r} is named twice")
+            keys.append(key)
+        description = args.description if args.description else f"{name} (pwgroup)"
+        return GroupSpec(name, description, tuple(MemberSpec(k) for k in keys))
+
+    await _edit_group(name, edit)
+    print(f"group {name} created: play to the sink 'pwgroup.{name}'")
+    return EXIT_OK
+
+
+def _need(current: GroupSpec | None, name: str) -> GroupSpec:
+    if current is None:
+        raise UserError(f"no group named {name!r}: 'pwgroup status' lists the groups")
+    return current
+
+
+async def cmd_group_add(args: argparse.Namespace) -> int:
+    name = check_group_name(args.name)
+    delay = _parse_delay(args.delay) if args.delay is not None else 0.0
+
+    def edit(graph: Any, current: GroupSpec | None) -> GroupSpec:
+        group = _need(current, name)
+        key = _resolve_speaker(graph, args.speaker)
+        if group.member(key):
+            raise UserError(f"{safe_text(args.speaker, 60)!r} is already in group {name!r}")
+        return GroupSpec(group.name, group.description, (*group.members, MemberSpec(key, delay)))
+
+    await _edit_group(name, edit)
+    return EXIT_OK
+
+
+async def cmd_group_remove(args: argparse.Namespace) -> int:
+    name = check_group_name(args.name)
+
+    def edit(graph: Any, current: GroupSpec | None) -> GroupSpec:
+        group = _need(current, name)
+        key = _member_key(graph, group, args.speaker)
+        return GroupSpec(group.name, group.description, tuple(m for m in group.members if m.speaker != key))
+
+    await _edit_group(name, edit)
+    return EXIT_OK
+
+
+def _member_key(graph: Any, group: GroupSpec, text: str) -> str:
+    from pwgroup.graph import layout
+    from pwgroup.model import normalize_address
+
+    if group.member(text):
+        return text
+    addr = normalize_address(text)
+    if addr and group.member(addr):
+        return addr
+    spk = layout.find_speaker(graph, text)
+    if spk and group.member(spk.key):
+        return spk.key
+    raise UserError(f"{safe_text(text, 60)!r} is not a member of group {group.name!r}")
+
+
+async def cmd_group_delete(args: argparse.Namespace) -> int:
+    name = check_group_name(args.name)
+
+    def edit(graph: Any, current: GroupSpec | None) -> None:
+        _need(current, name)
+        return None
+
+    await _edit_group(name, edit)
+    return EXIT_OK
+
+
+async def cmd_delay_set(args: argparse.Namespace) -> int:
+    name = check_group_name(args.name)
+    delay = _parse_delay(args.ms)
+
+    def edit(graph: Any, current: GroupSpec | None) -> GroupSpec:
+        group = _need(current, name)
+        key = _member_key(graph, group, args.speaker)
+        members = tuple(MemberSpec(m.speaker, delay) if m.speaker == key else m for m in group.members)
+        return GroupSpec(group.name, group.description, members)
+
+    await _edit_group(name, edit)
+    return EXIT_OK
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    from pwgroup.graph import layout
+
+    be = await _backend()
+    try:
+        graph = be.graph
+        names = layout.group_names(graph)
+        if args.name is not None:
+            check_group_name(args.name)
+            if args.name not in names:
+                raise UserError(f"no group named {args.name!r}: 'pwgroup status' lists the groups")
+            names = [args.name]
+        groups = [layout.observe_group(graph, n) for n in names]
+    finally:
+        await be.close()
+    data = {
+        "backend": "pipewire",
+        "groups": [
+            {
+                "name": g.name,
+                "description": g.sink.description if g.sink else None,
+                "sink": g.sink.name if g.sink else None,
+                "members": [
+                    {
+                        "address": _address(m.speaker),
+                        "speaker": m.speaker,
+                        "node": m.speaker_node.name if m.speaker_node else None,
+                        "present": m.present,
+                        "linked": m.linked,
+                        "delay_ms": m.delay_ms,
+                    }
+                    for m in g.members
+                ],
+            }
+            for g in groups
+        ],
+    }
+    if args.json:
+        _emit_json(data)
+        return EXIT_OK
+    if not groups:
+        print("no groups: create one with 'pwgroup group create NAME SPEAKER...'")
+    for g in data["groups"]:
+        print(f"{g['name']}  sink {g['sink'] or '(missing)'}  {safe_text(g['description'] or '', 60)}")
+        for m in g["members"]:
+            state = "playing" if m["linked"] else ("absent" if not m["present"] else "unlinked")
+            delay = "-" if m["delay_ms"] is None else f"{m['delay_ms']:.3f} ms"
+            print(f"  {safe_text(m['speaker'], 48)}  {state}  delay {delay}")
+    return EXIT_OK
+
+
+def _address(key: str) -> str | None:
+    from pwgroup.model import normalize_address
+
+    return normalize_address(key)
+
+
+# ---------------------------------------------------------------- the virtual room
+
+
+def _room():  # type: ignore[no-untyped-def]
+    from pwgroup.sim.room import Room
+
+    return Room()
+
+
+def cmd_sim_up(args: argparse.Namespace) -> int:
+    if not 1 <= args.speakers <= 16:
+        raise UserError("--speakers takes 1 to 16")
+    latencies = None
+    if args.latencies:
+        latencies = [_parse_delay(x) for x in args.latencies.split(",")]
+        if len(latencies) != args.speakers:
+            raise UserError(f"--latencies gives {len(latencies)} values for {args.speakers} speakers")
+    room = _room()
+    room.up(speakers=args.speakers, seed=args.seed, latencies_ms=latencies, quantum=args.quantum)
+    print(f"room up in {room.root} with {len(room.speakers)} speakers; point clients at it with:")
+    print("  eval \"$(pwgroup sim env)\"")
+    return EXIT_OK
+
+
+def cmd_sim_down(args: argparse.Namespace) -> int:
+    room = _room()
+    room.down()
+    print(f"room in {room.root} is down")
+    return EXIT_OK
+
+
+def cmd_sim_env(args: argparse.Namespace) -> int:
+    from pwgroup.sim.server import server_env
+
+    room = _room()
+    env = server_env(room.root, {})
+    for key in sorted(env):
+        print(f"export {key}={shlex.quote(env[key])}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pwgroup", description="Play several Bluetooth speakers as one, in sync.")
+    p.add_argument("--version", action="version", version=f"pwgroup {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sp = sub.add_parser("speakers", help="list Bluetooth speakers the sound server sees")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(run=cmd_speakers)
+
+    grp = sub.add_parser("group", help="create, change and delete groups").add_subparsers(dest="sub", metavar="ACTION")
+    gc = grp.add_parser("create", help="create a group sink from speakers")
+    gc.add_argument("name")
+    gc.add_argument("speakers", nargs="+", metavar="SPEAKER")
+    gc.add_argument("--description", help="the name apps show for the group sink")
+    gc.set_defaults(run=cmd_group_create)
+    ga = grp.add_parser("add", help="add a speaker to a group")
+    ga.add_argument("name")
+    ga.add_argument("speaker")
+    ga.add_argument("--delay", metavar="MS")
+    ga.set_defaults(run=cmd_group_add)
+    gr = grp.add_parser("remove", help="remove a speaker from a group")
+    gr.add_argument("name")
+    gr.add_argument("speaker")
+    gr.set_defaults(run=cmd_group_remove)
+    gd = grp.add_parser("delete", help="delete a group and everything it made")
+    gd.add_argument("name")
+    gd.set_defaults(run=cmd_group_delete)
+
+    dl = sub.add_parser("delay", help="set a member's delay").add_subparsers(dest="sub", metavar="ACTION")
+    ds = dl.add_parser("set", help="set a member's delay in milliseconds, while audio plays")
+    ds.add_argument("name")
+    ds.add_argument("speaker")
+    ds.add_argument("ms")
+    ds.set_defaults(run=cmd_delay_set)
+
+    st = sub.add_parser("status", help="show groups, members, presence and delays")
+    st.add_argument("name", nargs="?")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(run=cmd_status)
+
+    sim = sub.add_parser("sim", help="the virtual room: a private PipeWire with fake speakers").add_subparsers(
+        dest="sub", metavar="ACTION"
+    )
+    su = sim.add_parser("up", help="start the room")
+    su.add_argument("--speakers", type=int, default=3)
+    su.add_argument("--seed", type=int, default=1)
+    su.add_argument("--latencies", metavar="MS,MS,...", help="hidden latencies instead of seeded random ones")
+    su.add_argument("--quantum", type=int, default=None)
+    su.set_defaults(run=cmd_sim_up)
+    sim.add_parser("down", help="stop the room and remove all it made").set_defaults(run=cmd_sim_down)
+    sim.add_parser("env", help="print the environment that points clients at the room").set_defaults(run=cmd_sim_env)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run = getattr(args, "run", None)
+    if run is None:
+        parser.print_help()
+        return EXIT_USER
+    try:
+        result = run(args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
+    except PwgroupError as err:
+        print(f"pwgroup: {err.message}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""The sound-server room: one Backend protocol, a PipeWire adapter (pw-dump/pw-cli/pw-link) and later PulseAudio.
+
+Backends turn actions into server calls and report the observed Graph; they never decide what should exist.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pwgroup.model import Graph, GroupSpec, MemberSpec
+
+
+class Backend(Protocol):
+    name: str
+
+    @property
+    def graph(self) -> Graph: ...
+
+    async def refresh(self) -> Graph: ...
+
+    async def wait_changed(self, timeout: float) -> bool: ...
+
+    async def settle(self, quiet: float = 0.05, timeout: float = 2.0) -> None: ...
+
+    async def create_sink(self, group: GroupSpec) -> None: ...
+
+    async def destroy_node(self, node_id: int) -> None: ...
+
+    async def start_member(self, group: str, member: MemberSpec) -> None: ...
+
+    async def stop_member(self, group: str, speaker: str, pid: int | None, node_ids: tuple[int, ...]) -> None: ...
+
+    async def link(self, out_port: int, in_port: int) -> None: ...
+
+    async def unlink(self, link_id: int) -> None: ...
+
+    async def set_delay(self, node_id: int, delay_ms: float) -> None: ...
+
+    async def close(self) -> None: ...

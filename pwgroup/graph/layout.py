@@ -1,0 +1,157 @@
+"""How a group looks in the graph: the names and properties pwgroup gives its nodes, and reading them back.
+
+Pure functions over the observed Graph; both the backends and the reconciler speak this layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+
+from pwgroup.model import Graph, GroupState, MemberState, Node, Speaker, normalize_address, speakers_in
+
+PROP_GROUP = "pwgroup.group"
+PROP_ROLE = "pwgroup.role"
+PROP_MEMBER = "pwgroup.member"
+ROLE_SINK = "group-sink"
+ROLE_IN = "member-in"
+ROLE_OUT = "member-out"
+
+# The member element: two delay lines fed from one copy node and a two-input mixer, so a delay change
+# fills the idle line first and then crossfades to it: no stale audio, no skip.
+LINE_A = "dA:Delay (s)"
+LINE_B = "dB:Delay (s)"
+GAIN_A = "mix:Gain 1"
+GAIN_B = "mix:Gain 2"
+MAX_DELAY_S = 2.0
+DEFAULT_RATE = 48000
+
+
+def sink_name(group: str) -> str:
+    return f"pwgroup.{group}"
+
+
+def member_slug(speaker: str) -> str:
+    """A short, safe token for a member's node names, whatever the speaker key holds."""
+    addr = normalize_address(speaker)
+    if addr:
+        return addr.replace(":", "_")
+    clean = re.sub(r"[^A-Za-z0-9_]", "_", speaker)[:32]
+    digest = hashlib.sha1(speaker.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{clean}-{digest}"
+
+
+def member_node_name(group: str, speaker: str, side: str) -> str:
+    return f"pwgroup.{group}.{member_slug(speaker)}.{side}"
+
+
+def delay_control_value(delay_ms: float, rate: int) -> float:
+    """The builtin delay truncates seconds*rate; ask for the middle of the wanted sample."""
+    samples = delay_samples(delay_ms, rate)
+    return (samples + 0.5) / rate
+
+
+def delay_samples(delay_ms: float, rate: int) -> int:
+    return max(0, round(delay_ms * rate / 1000.0))
+
+
+def applied_delay_ms(node: Node, rate: int) -> float | None:
+    c = node.controls
+    if LINE_A not in c or LINE_B not in c:
+        return None
+    active = LINE_A if c.get(GAIN_A, 1.0) >= c.get(GAIN_B, 0.0) else LINE_B
+    samples = math.floor(c[active] * rate)
+    return samples * 1000.0 / rate
+
+
+def graph_rate(graph: Graph) -> int:
+    rate = graph.settings.get("clock.force-rate") or graph.settings.get("clock.rate")
+    return int(rate) if isinstance(rate, int | float) and rate > 0 else DEFAULT_RATE
+
+
+def graph_quantum(graph: Graph) -> int:
+    q = graph.settings.get("clock.force-quantum") or graph.settings.get("clock.quantum")
+    return int(q) if isinstance(q, int | float) and q > 0 else 1024
+
+
+def find_speaker(graph: Graph, key: str) -> Speaker | None:
+    addr = normalize_address(key)
+    for spk in speakers_in(graph):
+        if (addr and spk.address == addr) or spk.node_name == key:
+            return spk
+    return None
+
+
+def group_names(graph: Graph) -> list[str]:
+    names = {
+        str(n.props.get(PROP_GROUP))
+        for n in graph.nodes.values()
+        if n.props.get(PROP_ROLE) in (ROLE_SINK, ROLE_IN, ROLE_OUT) and isinstance(n.props.get(PROP_GROUP), str)
+    }
+    return sorted(names)
+
+
+def _linked(graph: Graph, out_node: Node | None, in_node: Node | None, monitor: bool) -> bool:
+    if out_node is None or in_node is None:
+        return False
+    outs = graph.ports_of(out_node.id, "out", monitor=monitor if monitor else None)
+    ins = graph.ports_of(in_node.id, "in")
+    if not outs or not ins:
+        return False
+    wanted = channel_pairs(outs, ins)
+    have = {(lk.out_port, lk.in_port) for lk in graph.links_between(out_node.id, in_node.id)}
+    return bool(wanted) and all(pair in have for pair in wanted)
+
+
+def channel_pairs(outs: list, ins: list) -> list[tuple[int, int]]:  # type: ignore[type-arg]
+    """Pair output and input ports by channel; a mono side feeds, or is fed by, every channel."""
+    pairs: list[tuple[int, int]] = []
+    by_channel = {p.channel: p for p in ins}
+    for p in outs:
+        if p.channel in by_channel:
+            pairs.append((p.id, by_channel[p.channel].id))
+    if pairs:
+        return pairs
+    if len(outs) == 1:
+        return [(outs[0].id, q.id) for q in ins]
+    if len(ins) == 1:
+        return [(p.id, ins[0].id) for p in outs]
+    return [(p.id, q.id) for p, q in zip(outs, ins, strict=False)]
+
+
+def observe_group(graph: Graph, group: str) -> GroupState:
+    sink: Node | None = None
+    ins: dict[str, Node] = {}
+    outs: dict[str, Node] = {}
+    for node in graph.nodes.values():
+        if node.props.get(PROP_GROUP) != group:
+            continue
+        role = node.props.get(PROP_ROLE)
+        member = node.props.get(PROP_MEMBER)
+        if role == ROLE_SINK:
+            sink = node
+        elif role == ROLE_IN and isinstance(member, str):
+            ins[member] = node
+        elif role == ROLE_OUT and isinstance(member, str):
+            outs[member] = node
+    rate = graph_rate(graph)
+    members = []
+    for key in sorted(set(ins) | set(outs)):
+        in_node, out_node = ins.get(key), outs.get(key)
+        spk = find_speaker(graph, key)
+        spk_node = graph.nodes.get(spk.node_id) if spk else None
+        linked = _linked(graph, sink, in_node, monitor=True) and _linked(graph, out_node, spk_node, monitor=False)
+        owner = in_node or out_node
+        members.append(
+            MemberState(
+                speaker=key,
+                in_node=in_node,
+                out_node=out_node,
+                speaker_node=spk_node,
+                linked=linked,
+                delay_ms=applied_delay_ms(in_node, rate) if in_node else None,
+                pid=graph.client_pid(owner) if owner else None,
+            )
+        )
+    return GroupState(name=group, sink=sink, members=tuple(members))

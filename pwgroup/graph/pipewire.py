@@ -1,0 +1,338 @@
+"""The PipeWire backend: the graph from `pw-dump -m`, changes through `pw-cli` and `pw-link` with argv and ids.
+
+A group sink is a lingering null sink inside the server; each member's delay element is a filter-chain in a
+small `pipewire -c` process of its own, so members come and go without touching each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pwgroup.graph import layout, pwdump, spajson
+from pwgroup.graph.proc import cmdline, process_alive, run, tool
+from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
+
+# A crossfade in two steps, a quantum or one pw-cli round trip apart: well under 30 ms at quantum 1024.
+CROSSFADE_STEPS = ((0.5, 0.5), (0.0, 1.0))
+PW_CLI_ROUND_TRIP_S = 0.012
+
+
+def state_dir(env: Mapping[str, str]) -> Path:
+    """Where member configs live: beside the PipeWire instance they belong to."""
+    base = env.get("PIPEWIRE_RUNTIME_DIR") or env.get("XDG_RUNTIME_DIR") or f"/tmp/pwgroup-{os.getuid()}"
+    return Path(base) / "pwgroup"
+
+
+def member_config(group: str, member: MemberSpec, rate: int) -> str:
+    """A client config for `pipewire -c`: only pwgroup's own safe names and quoted strings go in."""
+    delay = layout.delay_control_value(member.delay_ms, rate)
+    base_props = {layout.PROP_GROUP: group, layout.PROP_MEMBER: member.speaker, "node.autoconnect": False}
+    capture = dict(base_props)
+    capture.update(
+        {
+            "node.name": layout.member_node_name(group, member.speaker, "in"),
+            "node.passive": True,
+            layout.PROP_ROLE: layout.ROLE_IN,
+        }
+    )
+    playback = dict(base_props)
+    playback.update(
+        {"node.name": layout.member_node_name(group, member.speaker, "out"), layout.PROP_ROLE: layout.ROLE_OUT}
+    )
+    delay_cfg = {"max-delay": layout.MAX_DELAY_S}
+    graph = {
+        "nodes": [
+            {"type": "builtin", "name": "copy", "label": "copy"},
+            {"type": "builtin", "name": "dA", "label": "delay", "config": delay_cfg, "control": {"Delay (s)": delay}},
+            {"type": "builtin", "name": "dB", "label": "delay", "config": delay_cfg, "control": {"Delay (s)": delay}},
+            {"type": "builtin", "name": "mix", "label": "mixer", "control": {"Gain 1": 1.0, "Gain 2": 0.0}},
+        ],
+        "links": [
+            {"output": "copy:Out", "input": "dA:In"},
+            {"output": "copy:Out", "input": "dB:In"},
+            {"output": "dA:Out", "input": "mix:In 1"},
+            {"output": "dB:Out", "input": "mix:In 2"},
+        ],
+        "inputs": ["copy:In"],
+        "outputs": ["mix:Out"],
+    }
+    args = {
+        "node.description": f"pwgroup {group} member",
+        "media.name": f"pwgroup {group} member",
+        "filter.graph": graph,
+        "audio.channels": 2,
+        "audio.position": ["FL", "FR"],
+        "capture.props": capture,
+        "playback.props": playback,
+    }
+    return "\n".join(
+        [
+            "# Written by pwgroup: one group member's delay element. Safe to delete when pwgroup is stopped.",
+            "context.properties = { log.level = 1 }",
+            "context.spa-libs = {",
+            "    audio.convert.* = audioconvert/libspa-audioconvert",
+            "    support.* = support/libspa-support",
+            "}",
+            "context.modules = [",
+            "    { name = libpipewire-module-protocol-native }",
+            "    { name = libpipewire-module-client-node }",
+            "    { name = libpipewire-module-adapter }",
+            "    { name = libpipewire-module-filter-chain args = " + spajson.dumps(args, 1) + " }",
+            "]",
+            "",
+        ]
+    )
+
+
+def sink_props(group: GroupSpec) -> dict[str, Any]:
+    return {
+        "factory.name": "support.null-audio-sink",
+        "node.name": layout.sink_name(group.name),
+        "node.description": group.description,
+        "media.class": "Audio/Sink",
+        "audio.position": ["FL", "FR"],
+        "monitor.channel-volumes": True,
+        "object.linger": True,
+        layout.PROP_GROUP: group.name,
+        layout.PROP_ROLE: layout.ROLE_SINK,
+    }
+
+
+class PipeWireBackend:
+    """Owns one `pw-dump -m` watcher; `graph` is the live observed graph."""
+
+    name = "pipewire"
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self._graph = Graph()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._serial = 0
+
+    # ------------------------------------------------------------ observing
+    @property
+    def graph(self) -> Graph:
+        return self._graph
+
+    async def open(self, timeout: float = 5.0) -> PipeWireBackend:
+        self._proc = await asyncio.create_subprocess_exec(
+            tool("pw-dump"),
+            "-m",
+            "-N",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+            limit=1 << 24,
+        )
+        self._reader = asyncio.create_task(self._read())
+        ready = asyncio.create_task(self._ready.wait())
+        await asyncio.wait({ready, self._reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not self._ready.is_set():
+            ready.cancel()
+            await self.close()
+            raise ServerUnreachable(
+                "cannot reach PipeWire: start it (systemctl --user start pipewire wireplumber) "
+                "or point PIPEWIRE_RUNTIME_DIR at a running one"
+            ) from None
+        return self
+
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        decoder = pwdump.StreamDecoder()
+        while True:
+            chunk = await self._proc.stdout.read(1 << 16)
+            if not chunk:
+                break
+            for batch in decoder.feed(chunk.decode(errors="replace")):
+                pwdump.apply(self._graph, batch)
+                self._serial += 1
+                self._ready.set()
+                self._changed.set()
+        self._changed.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def refresh(self) -> Graph:
+        return self._graph
+
+    async def wait_changed(self, timeout: float) -> bool:
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_for(self, check: Callable[[Graph], bool], timeout: float, what: str) -> Graph:
+        deadline = time.monotonic() + timeout
+        while not check(self._graph):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.alive:
+                raise BackendError(f"timed out waiting for {what}: is WirePlumber running?")
+            await self.wait_changed(min(left, 0.25))
+        return self._graph
+
+    async def settle(self, quiet: float = 0.05, timeout: float = 2.0) -> None:
+        """Wait until the graph has been quiet for `quiet` seconds (events arrive 6-12 ms after a change)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not await self.wait_changed(quiet):
+                return
+
+    async def close(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                await self._proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        self._proc = None
+
+    # ------------------------------------------------------------ acting
+    async def _pw_cli(self, *args: str) -> str:
+        return await run(["pw-cli", *args], env=self.env)
+
+    async def create_sink(self, group: GroupSpec) -> None:
+        name = layout.sink_name(group.name)
+        await self._pw_cli("create-node", "adapter", spajson.dumps(sink_props(group)))
+        await self.wait_for(
+            lambda g: any(
+                n.name == name and g.ports_of(n.id, "out", monitor=True) and g.ports_of(n.id, "in")
+                for n in g.nodes.values()
+            ),
+            5.0,
+            f"group sink {name}",
+        )
+
+    async def destroy_node(self, node_id: int) -> None:
+        await self._pw_cli("destroy", str(node_id))
+        await self.wait_for(lambda g: node_id not in g.nodes, 5.0, f"node {node_id} to go")
+
+    def _member_paths(self, group: str, speaker: str) -> Path:
+        return state_dir(self.env) / group / (layout.member_slug(speaker) + ".conf")
+
+    async def start_member(self, group: str, member: MemberSpec) -> None:
+        conf = self._member_paths(group, member.speaker)
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        tmp = conf.with_suffix(".tmp")
+        tmp.write_text(member_config(group, member, layout.graph_rate(self._graph)))
+        tmp.replace(conf)
+        log = open(conf.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child
+        # Its own session: the element must outlive the CLI that started it.
+        subprocess.Popen(
+            [tool("pipewire"), "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=self.env,
+            start_new_session=True,
+        )
+        log.close()
+        names = (
+            layout.member_node_name(group, member.speaker, "in"),
+            layout.member_node_name(group, member.speaker, "out"),
+        )
+
+        def ready(g: Graph) -> bool:
+            found = [n for n in g.nodes.values() if n.name in names]
+            return len(found) == 2 and all(
+                g.ports_of(n.id, "in" if n.name.endswith(".in") else "out", monitor=False) for n in found
+            )
+
+        await self.wait_for(ready, 5.0, f"the delay element of {member.speaker!r}")
+
+    async def stop_member(self, group: str, speaker: str, pid: int | None, node_ids: tuple[int, ...]) -> None:
+        conf = self._member_paths(group, speaker)
+        if pid is not None and _is_member_process(pid):
+            _signal(pid, signal.SIGTERM)
+        else:
+            for node_id in node_ids:
+                with contextlib.suppress(BackendError):
+                    await self._pw_cli("destroy", str(node_id))
+        await self.wait_for(lambda g: not any(i in g.nodes for i in node_ids), 5.0, f"member {speaker!r} to go")
+        if pid is not None:
+            _reap(pid)
+        for path in (conf, conf.with_suffix(".log")):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    async def link(self, out_port: int, in_port: int) -> None:
+        try:
+            await run(["pw-link", "--", str(out_port), str(in_port)], env=self.env)
+        except BackendError as err:
+            if "File exists" not in err.message:
+                raise
+
+    async def unlink(self, link_id: int) -> None:
+        await run(["pw-link", "-d", "--", str(link_id)], env=self.env, check=False)
+
+    async def set_controls(self, node_id: int, controls: Mapping[str, float]) -> None:
+        params: list[Any] = []
+        for key, value in controls.items():
+            params += [key, float(value)]
+        await self._pw_cli("set-param", str(node_id), "Props", spajson.dumps({"params": params}))
+
+    async def set_delay(self, node_id: int, delay_ms: float) -> None:
+        """Change a member's delay while audio plays: fill the idle line, then crossfade to it."""
+        node = self._graph.nodes.get(node_id)
+        if node is None:
+            raise BackendError(f"node {node_id} is gone")
+        rate = layout.graph_rate(self._graph)
+        quantum_s = layout.graph_quantum(self._graph) / rate
+        c = node.controls
+        a_active = c.get(layout.GAIN_A, 1.0) >= c.get(layout.GAIN_B, 0.0)
+        line, spare = (layout.LINE_A, layout.LINE_B) if a_active else (layout.LINE_B, layout.LINE_A)
+        gain, spare_gain = (layout.GAIN_A, layout.GAIN_B) if a_active else (layout.GAIN_B, layout.GAIN_A)
+        value = layout.delay_control_value(delay_ms, rate)
+        await self.set_controls(node_id, {spare: value})
+        # The spare line holds stale samples until `delay` of fresh input has passed through it, counted
+        # from the quantum in which the change lands.
+        await asyncio.sleep(value + 2 * quantum_s)
+        step = max(quantum_s, PW_CLI_ROUND_TRIP_S)
+        for i, (g_old, g_new) in enumerate(CROSSFADE_STEPS):
+            if i:
+                await asyncio.sleep(step)
+            await self.set_controls(node_id, {gain: g_old, spare_gain: g_new})
+        # The old line now idles at the new delay too, ready for the next change.
+        await self.set_controls(node_id, {line: value})
+
+
+def _is_member_process(pid: int) -> bool:
+    argv = cmdline(pid)
+    return len(argv) >= 3 and os.path.basename(argv[0]) == "pipewire" and argv[1] == "-c" and "/pwgroup/" in argv[2]
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _reap(pid: int) -> None:
+    """Reap our own child if it was one; a stranger's process is left to its parent."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return
+        except ChildProcessError:
+            if not process_alive(pid):
+                return
+        time.sleep(0.01)
+    _signal(pid, signal.SIGKILL)

@@ -1,0 +1,116 @@
+"""Turn `pw-dump` JSON into the observed Graph, and keep it current from `pw-dump -m` updates.
+
+Pure parsing: no processes here. Removals in monitor mode arrive as `{"id": N, "info": null}`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pwgroup.model import Graph, Link, Node, Port
+
+
+def _controls(params: dict[str, Any]) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for entry in params.get("Props") or []:
+        if not isinstance(entry, dict):
+            continue
+        flat = entry.get("params")
+        if not isinstance(flat, list):
+            continue
+        for key, value in zip(flat[::2], flat[1::2], strict=False):
+            if isinstance(key, str) and isinstance(value, int | float) and not isinstance(value, bool):
+                found[key] = float(value)
+    return found
+
+
+def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
+    """Apply a batch of pw-dump objects (a full dump or a monitor update) to `graph` in place."""
+    for obj in objects:
+        oid = obj.get("id")
+        if not isinstance(oid, int):
+            continue
+        info = obj.get("info")
+        if info is None:
+            graph.nodes.pop(oid, None)
+            graph.ports.pop(oid, None)
+            graph.links.pop(oid, None)
+            graph.clients.pop(oid, None)
+            continue
+        kind = str(obj.get("type", ""))
+        props = info.get("props") or {}
+        if kind.endswith(":Node"):
+            old = graph.nodes.get(oid)
+            params = info.get("params") or {}
+            controls = _controls(params) if "Props" in params else (old.controls if old else {})
+            graph.nodes[oid] = Node(
+                id=oid,
+                name=str(props.get("node.name", "")),
+                media_class=str(props.get("media.class", "")),
+                props=props,
+                controls=controls,
+            )
+        elif kind.endswith(":Client"):
+            graph.clients[oid] = props
+        elif kind.endswith(":Metadata"):
+            if props.get("metadata.name") == "settings":
+                for entry in obj.get("metadata") or []:
+                    if isinstance(entry, dict) and entry.get("subject") == 0 and isinstance(entry.get("key"), str):
+                        graph.settings[entry["key"]] = entry.get("value")
+        elif kind.endswith(":Port"):
+            node_id = props.get("node.id")
+            if not isinstance(node_id, int):
+                continue
+            direction = "in" if info.get("direction") == "input" else "out"
+            graph.ports[oid] = Port(
+                id=oid,
+                node_id=node_id,
+                name=str(props.get("port.name", "")),
+                direction=direction,
+                channel=str(props.get("audio.channel", "")),
+                monitor=bool(props.get("port.monitor", False)),
+            )
+        elif kind.endswith(":Link"):
+            try:
+                graph.links[oid] = Link(
+                    id=oid,
+                    out_node=int(info["output-node-id"]),
+                    out_port=int(info["output-port-id"]),
+                    in_node=int(info["input-node-id"]),
+                    in_port=int(info["input-port-id"]),
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+
+
+def parse(text: str) -> Graph:
+    graph = Graph()
+    data = json.loads(text) if text.strip() else []
+    apply(graph, data)
+    return graph
+
+
+class StreamDecoder:
+    """Splits the concatenated JSON arrays that `pw-dump -m` prints into batches."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self._decoder = json.JSONDecoder()
+
+    def feed(self, chunk: str) -> Iterator[list[dict[str, Any]]]:
+        self._buf += chunk
+        while True:
+            text = self._buf.lstrip()
+            if not text:
+                self._buf = ""
+                return
+            try:
+                value, end = self._decoder.raw_decode(text)
+            except json.JSONDecodeError:
+                self._buf = text
+                return
+            self._buf = text[end:]
+            if isinstance(value, list):
+                yield [v for v in value if isinstance(v, dict)]

@@ -1,0 +1,277 @@
+"""Plain data shared by every room of pwgroup: speakers, groups, members, the observed graph, actions.
+
+Nothing here does I/O or imports another pwgroup module, so every other room can depend on it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# Exit codes shared by the CLI and the daemon.
+EXIT_OK = 0
+EXIT_USER = 2
+EXIT_UNREACHABLE = 3
+
+
+class PwgroupError(Exception):
+    """An error meant for the user: one line saying what is wrong and what to do."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UserError(PwgroupError):
+    exit_code = EXIT_USER
+
+
+class ServerUnreachable(PwgroupError):
+    exit_code = EXIT_UNREACHABLE
+
+
+class BackendError(PwgroupError):
+    """The sound server refused or failed an action."""
+
+    exit_code = 1
+
+
+_MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:_-][0-9A-Fa-f]{2}){5}$")
+GROUP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+
+
+def normalize_address(text: str) -> str | None:
+    """`aa_bb_cc_dd_ee_ff` or `AA:BB:...` -> `AA:BB:CC:DD:EE:FF`; None when it is not a MAC address."""
+    if not _MAC_RE.match(text):
+        return None
+    return re.sub(r"[_-]", ":", text).upper()
+
+
+def check_group_name(name: str) -> str:
+    if not GROUP_NAME_RE.match(name):
+        raise UserError(
+            f"invalid group name {name!r}: use 1-48 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
+# ---------------------------------------------------------------- the observed graph
+
+
+@dataclass(frozen=True)
+class Port:
+    id: int
+    node_id: int
+    name: str
+    direction: Literal["in", "out"]
+    channel: str
+    monitor: bool = False
+
+
+@dataclass(frozen=True)
+class Link:
+    id: int
+    out_node: int
+    out_port: int
+    in_node: int
+    in_port: int
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    name: str
+    media_class: str
+    props: Mapping[str, Any] = field(default_factory=dict)
+    controls: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def description(self) -> str:
+        return str(self.props.get("node.description") or self.name)
+
+
+@dataclass
+class Graph:
+    """A snapshot of the PipeWire (or PulseAudio) graph, keyed by object id."""
+
+    nodes: dict[int, Node] = field(default_factory=dict)
+    ports: dict[int, Port] = field(default_factory=dict)
+    links: dict[int, Link] = field(default_factory=dict)
+    clients: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def client_pid(self, node: Node) -> int | None:
+        """The process that owns a node, from its client's `application.process.id`."""
+        client = self.clients.get(node.props.get("client.id", -1))
+        raw = client.get("application.process.id") if client else None
+        return int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
+
+    def node_by_name(self, name: str) -> Node | None:
+        for node in self.nodes.values():
+            if node.name == name:
+                return node
+        return None
+
+    def ports_of(self, node_id: int, direction: Literal["in", "out"], monitor: bool | None = None) -> list[Port]:
+        found = [
+            p
+            for p in self.ports.values()
+            if p.node_id == node_id and p.direction == direction and (monitor is None or p.monitor == monitor)
+        ]
+        return sorted(found, key=lambda p: p.id)
+
+    def links_between(self, out_node: int, in_node: int) -> list[Link]:
+        return [lk for lk in self.links.values() if lk.out_node == out_node and lk.in_node == in_node]
+
+    def links_of(self, node_id: int) -> list[Link]:
+        return [lk for lk in self.links.values() if node_id in (lk.out_node, lk.in_node)]
+
+
+# ---------------------------------------------------------------- speakers
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """A Bluetooth speaker as the sound server sees it (BlueZ fills in more later)."""
+
+    node_name: str
+    node_id: int
+    description: str
+    address: str | None
+    codec: str | None = None
+    profile: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.address or self.node_name
+
+
+def speaker_from_node(node: Node) -> Speaker | None:
+    """A node is a Bluetooth speaker when it is an audio sink driven by BlueZ."""
+    if node.media_class != "Audio/Sink" or node.props.get("device.api") != "bluez5":
+        return None
+    raw_addr = node.props.get("api.bluez5.address")
+    address = normalize_address(raw_addr) if isinstance(raw_addr, str) else None
+    codec = node.props.get("api.bluez5.codec")
+    profile = node.props.get("api.bluez5.profile")
+    return Speaker(
+        node_name=node.name,
+        node_id=node.id,
+        description=node.description,
+        address=address,
+        codec=codec if isinstance(codec, str) else None,
+        profile=profile if isinstance(profile, str) else None,
+    )
+
+
+def speakers_in(graph: Graph) -> list[Speaker]:
+    found = [s for n in graph.nodes.values() if (s := speaker_from_node(n)) is not None]
+    return sorted(found, key=lambda s: (s.key, s.node_id))
+
+
+# ---------------------------------------------------------------- desired and observed groups
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """A wanted member: the speaker (address or node name) and its delay."""
+
+    speaker: str
+    delay_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    description: str
+    members: tuple[MemberSpec, ...] = ()
+
+    def member(self, speaker: str) -> MemberSpec | None:
+        for m in self.members:
+            if m.speaker == speaker:
+                return m
+        return None
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """A member as found in the graph: its delay element and whether its speaker is there and linked."""
+
+    speaker: str
+    in_node: Node | None
+    out_node: Node | None
+    speaker_node: Node | None
+    linked: bool
+    delay_ms: float | None
+    pid: int | None
+
+    @property
+    def present(self) -> bool:
+        return self.speaker_node is not None
+
+
+@dataclass(frozen=True)
+class GroupState:
+    name: str
+    sink: Node | None
+    members: tuple[MemberState, ...] = ()
+
+    def member(self, speaker: str) -> MemberState | None:
+        for m in self.members:
+            if m.speaker == speaker:
+                return m
+        return None
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class CreateSink:
+    group: GroupSpec
+
+
+@dataclass(frozen=True)
+class DestroySink:
+    group: str
+    node_id: int
+
+
+@dataclass(frozen=True)
+class StartMember:
+    group: str
+    member: MemberSpec
+
+
+@dataclass(frozen=True)
+class StopMember:
+    group: str
+    speaker: str
+    pid: int | None
+    node_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LinkPorts:
+    out_port: int
+    in_port: int
+
+
+@dataclass(frozen=True)
+class Unlink:
+    link_id: int
+
+
+@dataclass(frozen=True)
+class SetDelay:
+    group: str
+    speaker: str
+    node_id: int
+    delay_ms: float
+
+
+Action = CreateSink | DestroySink | StartMember | StopMember | LinkPorts | Unlink | SetDelay

@@ -1,0 +1,324 @@
+"""The virtual room: fake Bluetooth speakers with hidden latencies on a private PipeWire, a microphone, a truth tap.
+
+Each speaker is a null sink named like BlueZ's; what it plays reaches the room through a hidden filter-chain
+convolver (latency and gain live in an impulse-response file, never in graph names or props).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pwgroup.graph import layout, pwdump, spajson
+from pwgroup.graph.proc import tool
+from pwgroup.model import Graph, PwgroupError
+from pwgroup.sim.server import PrivateServer, default_root
+
+RATE = 48000
+ROOM_STATE = "room.json"
+MIC_NAME = "pwgroup-sim.mic"
+SIM_GROUP = "pwgroup-sim"
+MODELS = (
+    ("JBL Flip 6", "sbc"),
+    ("Sony SRS-XB13", "aac"),
+    ("Bose SoundLink Flex", "sbc"),
+    ("UE BOOM 3", "sbc"),
+    ("Anker Soundcore 2", "aac"),
+    ("Marshall Emberton II", "sbc_xq"),
+    ("Tribit StormBox Micro 2", "sbc"),
+    ("Bang & Olufsen Beosound A1", "aptx"),
+)
+
+
+@dataclass
+class SimSpeaker:
+    """One fake speaker; `latency_samples` and `gain` are the room's hidden truth."""
+
+    index: int
+    address: str
+    description: str
+    codec: str
+    latency_samples: int
+    gain: float
+
+    @property
+    def node_name(self) -> str:
+        return f"bluez_output.{self.address.replace(':', '_')}.1"
+
+    @property
+    def emit_name(self) -> str:
+        return f"pwgroup-sim.emit.{self.index}"
+
+    @property
+    def latency_ms(self) -> float:
+        return self.latency_samples * 1000.0 / RATE
+
+
+def write_wav_f32(path: Path, samples: list[float], rate: int = RATE) -> None:
+    """A mono IEEE-float WAV (libsndfile reads it; Python's wave module cannot write float)."""
+    data = struct.pack(f"<{len(samples)}f", *samples)
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+def speaker_props(spk: SimSpeaker) -> dict[str, Any]:
+    return {
+        "factory.name": "support.null-audio-sink",
+        "node.name": spk.node_name,
+        "node.description": spk.description,
+        "media.class": "Audio/Sink",
+        "audio.position": ["FL", "FR"],
+        "device.api": "bluez5",
+        "device.bus": "bluetooth",
+        "api.bluez5.address": spk.address,
+        "api.bluez5.codec": spk.codec,
+        "api.bluez5.profile": "a2dp-sink",
+        "priority.driver": 1,
+        "object.linger": True,
+    }
+
+
+def emitter_config(spk: SimSpeaker, ir_path: Path) -> str:
+    """The speaker's hidden acoustics: stereo downmix, then a convolver with the room's impulse response."""
+    args = {
+        "node.description": "pwgroup-sim emitter",
+        "media.name": "pwgroup-sim emitter",
+        "filter.graph": {
+            "nodes": [
+                {"type": "builtin", "name": "down", "label": "mixer", "control": {"Gain 1": 0.5, "Gain 2": 0.5}},
+                {"type": "builtin", "name": "air", "label": "convolver", "config": {"filename": str(ir_path)}},
+            ],
+            "links": [{"output": "down:Out", "input": "air:In"}],
+            "inputs": ["down:In 1", "down:In 2"],
+            "outputs": ["air:Out"],
+        },
+        "capture.props": {
+            "node.name": spk.emit_name + ".in",
+            "node.autoconnect": False,
+            "node.passive": True,
+                "audio.channels": 2,
+            "audio.position": ["FL", "FR"],
+        },
+        "playback.props": {
+            "node.name": spk.emit_name,
+            "node.autoconnect": False,
+                "audio.channels": 1,
+            "audio.position": ["MONO"],
+        },
+    }
+    return "\n".join(
+        [
+            "context.properties = { log.level = 1 }",
+            "context.spa-libs = {",
+            "    audio.convert.* = audioconvert/libspa-audioconvert",
+            "    support.* = support/libspa-support",
+            "}",
+            "context.modules = [",
+            "    { name = libpipewire-module-protocol-native }",
+            "    { name = libpipewire-module-client-node }",
+            "    { name = libpipewire-module-adapter }",
+            "    { name = libpipewire-module-filter-chain args = " + spajson.dumps(args, 1) + " }",
+            "]",
+            "",
+        ]
+    )
+
+
+class Room:
+    """A virtual room on a private PipeWire. Synchronous: it is test and demo infrastructure."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_root()
+        self.server = PrivateServer(self.root)
+        self.speakers: list[SimSpeaker] = []
+        self._load()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.server.env
+
+    # ------------------------------------------------------------ state (test-side API)
+    def _load(self) -> None:
+        try:
+            data = json.loads((self.root / ROOM_STATE).read_text())
+        except (OSError, ValueError):
+            return
+        self.speakers = [SimSpeaker(**s) for s in data.get("speakers", [])]
+
+    def _save(self) -> None:
+        tmp = self.root / (ROOM_STATE + ".tmp")
+        tmp.write_text(json.dumps({"speakers": [asdict(s) for s in self.speakers]}, indent=1))
+        tmp.replace(self.root / ROOM_STATE)
+
+    def speaker(self, key: str) -> SimSpeaker:
+        for spk in self.speakers:
+            if key in (spk.address, spk.node_name):
+                return spk
+        raise KeyError(key)
+
+    def hidden_latency_samples(self, key: str) -> int:
+        return self.speaker(key).latency_samples
+
+    # ------------------------------------------------------------ graph helpers
+    def dump(self) -> Graph:
+        out = subprocess.run(
+            [tool("pw-dump"), "-N"], env=self.env, capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+        return pwdump.parse(out)
+
+    def wait_graph(self, check, timeout: float = 10.0, what: str = "the room") -> Graph:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while True:
+            graph = self.dump()
+            if check(graph):
+                return graph
+            if time.monotonic() > deadline:
+                raise PwgroupError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def _node_with_ports(self, name: str, direction: str) -> Any:
+        def ok(g: Graph) -> bool:
+            n = g.node_by_name(name)
+            return n is not None and bool(g.ports_of(n.id, direction, monitor=False))  # type: ignore[arg-type]
+
+        return self.wait_graph(ok, what=name)
+
+    def link_nodes(self, out_name: str, in_name: str, monitor: bool = False) -> None:
+        graph = self.dump()
+        out_node, in_node = graph.node_by_name(out_name), graph.node_by_name(in_name)
+        if out_node is None or in_node is None:
+            raise PwgroupError(f"cannot link {out_name} to {in_name}: a node is missing")
+        outs = graph.ports_of(out_node.id, "out", monitor=monitor)
+        ins = graph.ports_of(in_node.id, "in")
+        for out_port, in_port in layout.channel_pairs(outs, ins):
+            self.pw_link(out_port, in_port)
+
+    def pw_link(self, out_port: int, in_port: int) -> None:
+        res = subprocess.run(
+            [tool("pw-link"), "--", str(out_port), str(in_port)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if res.returncode != 0 and "File exists" not in res.stderr:
+            raise PwgroupError(f"pw-link failed: {res.stderr.strip()}")
+
+    def pw_cli(self, *args: str) -> str:
+        res = subprocess.run(
+            [tool("pw-cli"), *args], env=self.env, capture_output=True, text=True, timeout=10, check=False
+        )
+        if res.returncode != 0 or res.stdout.startswith("Error"):
+            raise PwgroupError(f"pw-cli {args[0]} failed: {(res.stderr or res.stdout).strip()}")
+        return res.stdout
+
+    # ------------------------------------------------------------ building
+    def up(
+        self,
+        speakers: int = 3,
+        seed: int = 1,
+        latencies_ms: list[float] | None = None,
+        descriptions: list[str] | None = None,
+        quantum: int | None = None,
+    ) -> None:
+        self.server.start()
+        self.root.joinpath("ir").mkdir(exist_ok=True)
+        if quantum:
+            self.set_quantum(quantum)
+        self._ensure_mic()
+        if self.speakers:
+            return
+        rng = random.Random(seed)
+        for i in range(speakers):
+            model, codec = MODELS[i % len(MODELS)]
+            latency = latencies_ms[i] if latencies_ms is not None else rng.uniform(80.0, 300.0)
+            spk = SimSpeaker(
+                index=i + 1,
+                address=f"AA:BB:CC:00:00:{i + 1:02X}",
+                description=descriptions[i] if descriptions is not None else model,
+                codec=codec,
+                latency_samples=round(latency * RATE / 1000.0),
+                gain=round(rng.uniform(0.5, 1.0), 3),
+            )
+            self.speakers.append(spk)
+            self._save()
+            self._build_speaker(spk)
+
+    def set_quantum(self, quantum: int) -> None:
+        subprocess.run(
+            [tool("pw-metadata"), "-n", "settings", "--", "0", "clock.force-quantum", str(quantum)],
+            env=self.env,
+            capture_output=True,
+            timeout=10,
+            check=True,
+        )
+
+    def _ensure_mic(self) -> None:
+        graph = self.dump()
+        if graph.node_by_name(MIC_NAME) is None:
+            props = {
+                "factory.name": "support.null-audio-sink",
+                "node.name": MIC_NAME,
+                "node.description": "Room microphone (virtual)",
+                "media.class": "Audio/Source/Virtual",
+                "audio.position": ["MONO"],
+                        "priority.driver": 1,
+                "object.linger": True,
+            }
+            self.pw_cli("create-node", "adapter", spajson.dumps(props))
+        self._node_with_ports(MIC_NAME, "in")
+
+    def _build_speaker(self, spk: SimSpeaker) -> None:
+        ir = [0.0] * (spk.latency_samples + 1)
+        ir[spk.latency_samples] = spk.gain
+        ir_path = self.root / "ir" / f"{spk.index}.wav"
+        write_wav_f32(ir_path, ir)
+        conf = self.root / "ir" / f"emit-{spk.index}.conf"
+        conf.write_text(emitter_config(spk, ir_path))
+        self.server.spawn(f"emit-{spk.index}", ["pipewire", "-c", str(conf)])
+        self._node_with_ports(spk.emit_name, "out")
+        self._node_with_ports(spk.emit_name + ".in", "in")
+        self.link_nodes(spk.emit_name, MIC_NAME)
+        self.connect(spk.address)
+
+    def connect(self, key: str) -> None:
+        """The speaker comes into range: its sink appears and is wired to its hidden acoustics."""
+        spk = self.speaker(key)
+        if self.dump().node_by_name(spk.node_name) is None:
+            self.pw_cli("create-node", "adapter", spajson.dumps(speaker_props(spk)))
+        self._node_with_ports(spk.node_name, "in")
+        self.link_nodes(spk.node_name, spk.emit_name + ".in", monitor=True)
+
+    def disconnect(self, key: str) -> None:
+        """The speaker walks out of range: its sink vanishes, links and all."""
+        spk = self.speaker(key)
+        node = self.dump().node_by_name(spk.node_name)
+        if node is not None:
+            self.pw_cli("destroy", str(node.id))
+            self.wait_graph(lambda g: g.node_by_name(spk.node_name) is None, what=f"{spk.node_name} to go")
+
+    def emit_ports(self) -> list[int]:
+        """The output port of every speaker's emission, in speaker order (the truth channels)."""
+        graph = self.dump()
+        ports = []
+        for spk in self.speakers:
+            node = graph.node_by_name(spk.emit_name)
+            if node is None:
+                raise PwgroupError(f"{spk.emit_name} is missing")
+            ports.append(graph.ports_of(node.id, "out")[0].id)
+        return ports
+
+    def down(self) -> None:
+        """Remove everything the room made: every process it started, its sockets and files."""
+        self.server.stop()
+        for name in (ROOM_STATE,):
+            (self.root / name).unlink(missing_ok=True)
+        self.speakers = []

@@ -1,0 +1,187 @@
+"""A private PipeWire session (dbus-daemon, pipewire, wireplumber, pipewire-pulse) in its own runtime dir.
+
+It never touches the user's session: every socket, config and state file lives under one folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pwgroup.graph.proc import cmdline, process_alive, tool
+from pwgroup.model import PwgroupError
+
+PIDS_FILE = "pids.json"
+
+
+def default_root() -> Path:
+    base = os.environ.get("PWGROUP_SIM_DIR")
+    if base:
+        return Path(base)
+    return Path(f"/tmp/pwgroup-room-{os.getuid()}")
+
+
+def server_env(root: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment that points PipeWire, Pulse and D-Bus clients at the private session in `root`."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        {
+            "XDG_RUNTIME_DIR": str(root),
+            "PIPEWIRE_RUNTIME_DIR": str(root),
+            "PULSE_RUNTIME_PATH": str(root / "pulse"),
+            "PULSE_SERVER": f"unix:{root / 'pulse' / 'native'}",
+            "DBUS_SESSION_BUS_ADDRESS": f"unix:path={root / 'bus'}",
+            "XDG_CONFIG_HOME": str(root / "config"),
+            "XDG_STATE_HOME": str(root / "state"),
+            "XDG_DATA_HOME": str(root / "data"),
+        }
+    )
+    env.pop("PIPEWIRE_REMOTE", None)
+    return env
+
+
+def _wait(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise PwgroupError(f"the private sound server did not start: {what} (see logs under the room's log/ folder)")
+
+
+class PrivateServer:
+    """Starts and stops the processes of one private session; their pids are kept in `root/pids.json`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = server_env(root)
+
+    # ------------------------------------------------------------ process bookkeeping
+    def _pids(self) -> dict[str, int]:
+        try:
+            data = json.loads((self.root / PIDS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): int(v) for k, v in data.items()}
+
+    def _save_pid(self, key: str, pid: int) -> None:
+        pids = self._pids()
+        pids[key] = pid
+        tmp = self.root / (PIDS_FILE + ".tmp")
+        tmp.write_text(json.dumps(pids))
+        tmp.replace(self.root / PIDS_FILE)
+
+    def _forget_pid(self, key: str) -> None:
+        pids = self._pids()
+        if pids.pop(key, None) is not None:
+            (self.root / PIDS_FILE).write_text(json.dumps(pids))
+
+    def spawn(self, key: str, argv: Sequence[str]) -> int:
+        """Start a long-lived helper in its own session (it outlives the CLI) and remember it."""
+        log = open(self.root / "log" / f"{key}.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [tool(argv[0]), *argv[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=self.env,
+            start_new_session=True,
+            cwd=self.root,
+        )
+        log.close()
+        self._save_pid(key, proc.pid)
+        return proc.pid
+
+    def kill(self, key: str, timeout: float = 3.0) -> None:
+        pid = self._pids().get(key)
+        if pid is not None:
+            _terminate(pid, timeout)
+        self._forget_pid(key)
+
+    def running(self, key: str) -> bool:
+        pid = self._pids().get(key)
+        return pid is not None and process_alive(pid) and bool(cmdline(pid))
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def up(self) -> bool:
+        return self.running("pipewire") and (self.root / "pipewire-0").exists()
+
+    def start(self) -> None:
+        if self.up:
+            return
+        self.stop()
+        for sub in ("log", "config", "state", "data", "pulse"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        self.spawn(
+            "dbus",
+            ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={self.root / 'bus'}"],
+        )
+        _wait(lambda: (self.root / "bus").exists(), 10, "dbus-daemon made no socket")
+        self.spawn("pipewire", ["pipewire"])
+        _wait(lambda: (self.root / "pipewire-0").exists(), 10, "pipewire made no socket")
+        self.spawn("wireplumber", ["wireplumber"])
+        self.spawn("pipewire-pulse", ["pipewire-pulse"])
+        _wait(lambda: (self.root / "pulse" / "native").exists(), 10, "pipewire-pulse made no socket")
+        _wait(self._session_manager_ready, 15, "wireplumber did not connect")
+
+    def _session_manager_ready(self) -> bool:
+        out = subprocess.run(
+            [tool("pw-dump")], env=self.env, capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        try:
+            objs = json.loads(out) if out.strip() else []
+        except ValueError:
+            return False
+        names = {
+            (o.get("info") or {}).get("props", {}).get("application.name")
+            for o in objs
+            if str(o.get("type", "")).endswith(":Client")
+        }
+        return "WirePlumber" in names
+
+    def restart(self, key: str) -> None:
+        """Kill one of the server's processes and start it again (fault tests)."""
+        self.kill(key)
+        argv = {"pipewire": ["pipewire"], "wireplumber": ["wireplumber"], "pipewire-pulse": ["pipewire-pulse"]}[key]
+        self.spawn(key, argv)
+
+    def stop(self) -> None:
+        """Stop every process this session started, newest first, then forget them."""
+        for key in reversed(list(self._pids())):
+            self.kill(key)
+        for leftover in ("bus", "pipewire-0", "pipewire-0.lock", "pipewire-0-manager", "pipewire-0-manager.lock"):
+            try:
+                (self.root / leftover).unlink()
+            except OSError:
+                pass
+        shutil.rmtree(self.root / "pulse", ignore_errors=True)
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return
+        except ChildProcessError:
+            if not process_alive(pid):
+                return
+        time.sleep(0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass

@@ -20,9 +20,10 @@ from pwgroup.graph import layout, pwdump, spajson
 from pwgroup.graph.proc import cmdline, process_alive, run, tool
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
 
-# A crossfade in two steps, a quantum or one pw-cli round trip apart: well under 30 ms at quantum 1024.
+# Mixer gains change at quantum edges, one pw-cli round trip (~12 ms) apart: the half-and-half stage lasts
+# at most one quantum. Above 30 ms quanta that is too long, and the switch is made in one step.
 CROSSFADE_STEPS = ((0.5, 0.5), (0.0, 1.0))
-PW_CLI_ROUND_TRIP_S = 0.012
+MAX_CROSSFADE_S = 0.030
 
 
 def state_dir(env: Mapping[str, str]) -> Path:
@@ -304,12 +305,11 @@ class PipeWireBackend:
         # The spare line holds stale samples until `delay` of fresh input has passed through it, counted
         # from the quantum in which the change lands.
         await asyncio.sleep(value + 2 * quantum_s)
-        step = max(quantum_s, PW_CLI_ROUND_TRIP_S)
-        for i, (g_old, g_new) in enumerate(CROSSFADE_STEPS):
-            if i:
-                await asyncio.sleep(step)
+        steps = CROSSFADE_STEPS if quantum_s <= MAX_CROSSFADE_S else CROSSFADE_STEPS[-1:]
+        for g_old, g_new in steps:
             await self.set_controls(node_id, {gain: g_old, spare_gain: g_new})
-        # The old line now idles at the new delay too, ready for the next change.
+        # Once silent, the old line takes the new delay too, ready for the next change.
+        await asyncio.sleep(2 * quantum_s)
         await self.set_controls(node_id, {line: value})
 
 

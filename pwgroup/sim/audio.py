@@ -128,9 +128,10 @@ class Recorder:
         graph = _wait_node(self.env, self.name, "in", n)
         node = graph.node_by_name(self.name)
         assert node is not None
-        ins = graph.ports_of(node.id, "in")
-        for out_port, in_port in zip(self.ports, ins, strict=True):
-            _link(self.env, out_port, in_port.id)
+        # Object ids are reused, so port order says nothing: match each port to its channel by name.
+        by_channel = {p.channel: p.id for p in graph.ports_of(node.id, "in")}
+        for i, out_port in enumerate(self.ports):
+            _link(self.env, out_port, by_channel[f"AUX{i}"])
         return self
 
     def stop(self) -> np.ndarray:

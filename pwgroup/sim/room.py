@@ -229,6 +229,9 @@ class Room:
         descriptions: list[str] | None = None,
         quantum: int | None = None,
     ) -> None:
+        if not self.server.up:
+            # A room whose server is gone is rebuilt from scratch, not half-attached to.
+            self.speakers = []
         self.server.start()
         self.root.joinpath("ir").mkdir(exist_ok=True)
         if quantum:
@@ -251,6 +254,23 @@ class Room:
             self.speakers.append(spk)
             self._save()
             self._build_speaker(spk)
+
+    def add_speaker(self, description: str, latency_ms: float, gain: float = 0.8) -> SimSpeaker:
+        """One more speaker, for tests that need a particular name (a hostile one, say)."""
+        index = max((s.index for s in self.speakers), default=0) + 1
+        model = MODELS[(index - 1) % len(MODELS)]
+        spk = SimSpeaker(
+            index=index,
+            address=f"AA:BB:CC:00:00:{index:02X}",
+            description=description,
+            codec=model[1],
+            latency_samples=round(latency_ms * RATE / 1000.0),
+            gain=gain,
+        )
+        self.speakers.append(spk)
+        self._save()
+        self._build_speaker(spk)
+        return spk
 
     def set_quantum(self, quantum: int) -> None:
         subprocess.run(

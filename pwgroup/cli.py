@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shlex
 import sys
@@ -18,6 +19,8 @@ from pwgroup import __version__
 from pwgroup.model import EXIT_OK, EXIT_USER, GroupSpec, MemberSpec, PwgroupError, UserError, check_group_name
 
 MAX_DELAY_MS = 1900.0
+# pw-cli 0.3.65 copies its arguments into a 4 KiB stack buffer; the sink's properties must stay well inside.
+MAX_DESCRIPTION = 256
 
 _BIDI = {0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
 
@@ -137,6 +140,8 @@ async def cmd_group_create(args: argparse.Namespace) -> int:
                 raise UserError(f"speaker {safe_text(text, 60)!r} is named twice")
             keys.append(key)
         description = args.description if args.description else f"{name} (pwgroup)"
+        if len(description) > MAX_DESCRIPTION:
+            raise UserError(f"--description is {len(description)} characters long: use at most {MAX_DESCRIPTION}")
         return GroupSpec(name, description, tuple(MemberSpec(k) for k in keys))
 
     await _edit_group(name, edit)
@@ -373,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # asyncio's child watcher may log a line about a tool that exited early; the user gets our line instead.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     parser = build_parser()
     args = parser.parse_args(argv)
     run = getattr(args, "run", None)

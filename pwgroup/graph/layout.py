@@ -19,7 +19,7 @@ ROLE_IN = "member-in"
 ROLE_OUT = "member-out"
 
 # The member element: two delay lines fed from one copy node and a two-input mixer, so a delay change
-# fills the idle line first and then crossfades to it: no stale audio, no skip.
+# fills the idle line first and then switches to it: no stale audio, no skip.
 LINE_A = "dA:Delay (s)"
 LINE_B = "dB:Delay (s)"
 GAIN_A = "mix:Gain 1"

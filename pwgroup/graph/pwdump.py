@@ -86,9 +86,13 @@ def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
 
 
 def parse(text: str) -> Graph:
+    """A whole `pw-dump`; it may print a second array when objects change while it dumps."""
     graph = Graph()
-    data = json.loads(text) if text.strip() else []
-    apply(graph, data)
+    decoder = StreamDecoder()
+    for batch in decoder.feed(text):
+        apply(graph, batch)
+    if decoder.pending:
+        raise ValueError("pw-dump output ends inside a JSON document")
     return graph
 
 
@@ -98,6 +102,10 @@ class StreamDecoder:
     def __init__(self) -> None:
         self._buf = ""
         self._decoder = json.JSONDecoder()
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._buf.strip())
 
     def feed(self, chunk: str) -> Iterator[list[dict[str, Any]]]:
         self._buf += chunk

@@ -69,27 +69,28 @@ def write_wav_f32(path: Path, samples: list[float], rate: int = RATE) -> None:
 
 
 def speaker_props(spk: SimSpeaker) -> dict[str, Any]:
+    """What BlueZ's A2DP sink node carries; the description is whatever the speaker announced."""
     return {
-        "factory.name": "support.null-audio-sink",
         "node.name": spk.node_name,
         "node.description": spk.description,
         "media.class": "Audio/Sink",
-        "audio.position": ["FL", "FR"],
         "device.api": "bluez5",
         "device.bus": "bluetooth",
         "api.bluez5.address": spk.address,
         "api.bluez5.codec": spk.codec,
         "api.bluez5.profile": "a2dp-sink",
-        "priority.driver": 1,
-        "object.linger": True,
+        "audio.channels": 2,
+        "audio.position": ["FL", "FR"],
     }
 
 
-def emitter_config(spk: SimSpeaker, ir_path: Path) -> str:
-    """The speaker's hidden acoustics: stereo downmix, then a convolver with the room's impulse response."""
+def speaker_config(spk: SimSpeaker, ir_path: Path) -> str:
+    """One speaker as one process: its sink (named like BlueZ's) is the input of a filter-chain that
+    downmixes and convolves with the room's impulse response, so latency and gain live only in a file.
+    Written as a config file: pw-cli's argument buffer (4 KiB in 0.3.65) overflows on long names."""
     args = {
-        "node.description": "pwgroup-sim emitter",
-        "media.name": "pwgroup-sim emitter",
+        "node.description": spk.description,
+        "media.name": "pwgroup-sim speaker",
         "filter.graph": {
             "nodes": [
                 {"type": "builtin", "name": "down", "label": "mixer", "control": {"Gain 1": 0.5, "Gain 2": 0.5}},
@@ -99,17 +100,11 @@ def emitter_config(spk: SimSpeaker, ir_path: Path) -> str:
             "inputs": ["down:In 1", "down:In 2"],
             "outputs": ["air:Out"],
         },
-        "capture.props": {
-            "node.name": spk.emit_name + ".in",
-            "node.autoconnect": False,
-            "node.passive": True,
-                "audio.channels": 2,
-            "audio.position": ["FL", "FR"],
-        },
+        "capture.props": speaker_props(spk),
         "playback.props": {
             "node.name": spk.emit_name,
             "node.autoconnect": False,
-                "audio.channels": 1,
+            "audio.channels": 1,
             "audio.position": ["MONO"],
         },
     }
@@ -301,29 +296,25 @@ class Room:
         ir[spk.latency_samples] = spk.gain
         ir_path = self.root / "ir" / f"{spk.index}.wav"
         write_wav_f32(ir_path, ir)
-        conf = self.root / "ir" / f"emit-{spk.index}.conf"
-        conf.write_text(emitter_config(spk, ir_path))
-        self.server.spawn(f"emit-{spk.index}", ["pipewire", "-c", str(conf)])
-        self._node_with_ports(spk.emit_name, "out")
-        self._node_with_ports(spk.emit_name + ".in", "in")
-        self.link_nodes(spk.emit_name, MIC_NAME)
+        (self.root / "ir" / f"speaker-{spk.index}.conf").write_text(speaker_config(spk, ir_path))
         self.connect(spk.address)
 
     def connect(self, key: str) -> None:
-        """The speaker comes into range: its sink appears and is wired to its hidden acoustics."""
+        """The speaker comes into range: its sink appears, wired to its hidden acoustics and the microphone."""
         spk = self.speaker(key)
-        if self.dump().node_by_name(spk.node_name) is None:
-            self.pw_cli("create-node", "adapter", spajson.dumps(speaker_props(spk)))
+        proc_key = f"speaker-{spk.index}"
+        if not self.server.running(proc_key):
+            conf = self.root / "ir" / f"speaker-{spk.index}.conf"
+            self.server.spawn(proc_key, ["pipewire", "-c", str(conf)])
         self._node_with_ports(spk.node_name, "in")
-        self.link_nodes(spk.node_name, spk.emit_name + ".in", monitor=True)
+        self._node_with_ports(spk.emit_name, "out")
+        self.link_nodes(spk.emit_name, MIC_NAME)
 
     def disconnect(self, key: str) -> None:
         """The speaker walks out of range: its sink vanishes, links and all."""
         spk = self.speaker(key)
-        node = self.dump().node_by_name(spk.node_name)
-        if node is not None:
-            self.pw_cli("destroy", str(node.id))
-            self.wait_graph(lambda g: g.node_by_name(spk.node_name) is None, what=f"{spk.node_name} to go")
+        self.server.kill(f"speaker-{spk.index}")
+        self.wait_graph(lambda g: g.node_by_name(spk.node_name) is None, what=f"{spk.node_name} to go")
 
     def emit_ports(self) -> list[int]:
         """The output port of every speaker's emission, in speaker order (the truth channels)."""

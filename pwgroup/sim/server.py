@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pwgroup.graph import pwdump
 from pwgroup.graph.proc import cmdline, process_alive, tool
 from pwgroup.model import PwgroupError
 
@@ -137,15 +138,10 @@ class PrivateServer:
             [tool("pw-dump")], env=self.env, capture_output=True, text=True, timeout=10, check=False
         ).stdout
         try:
-            objs = json.loads(out) if out.strip() else []
+            graph = pwdump.parse(out)
         except ValueError:
             return False
-        names = {
-            (o.get("info") or {}).get("props", {}).get("application.name")
-            for o in objs
-            if str(o.get("type", "")).endswith(":Client")
-        }
-        return "WirePlumber" in names
+        return any(c.get("application.name") == "WirePlumber" for c in graph.clients.values())
 
     def restart(self, key: str) -> None:
         """Kill one of the server's processes and start it again (fault tests)."""
@@ -154,7 +150,10 @@ class PrivateServer:
         self.spawn(key, argv)
 
     def stop(self) -> None:
-        """Stop every process this session started, newest first, then forget them."""
+        """Stop every process this session started, newest first, then forget them; also any client process
+        running from a config under the room (pwgroup's member elements), which would outlive the server."""
+        for pid in _processes_configured_under(self.root):
+            _terminate(pid, 3.0)
         for key in reversed(list(self._pids())):
             self.kill(key)
         for leftover in ("bus", "pipewire-0", "pipewire-0.lock", "pipewire-0-manager", "pipewire-0-manager.lock"):
@@ -163,6 +162,19 @@ class PrivateServer:
             except OSError:
                 pass
         shutil.rmtree(self.root / "pulse", ignore_errors=True)
+
+
+def _processes_configured_under(root: Path) -> list[int]:
+    found = []
+    prefix = str(root.resolve()) + os.sep
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = cmdline(int(entry.name))
+        if len(argv) >= 3 and os.path.basename(argv[0]) == "pipewire" and argv[1] == "-c":
+            if os.path.abspath(argv[2]).startswith(prefix):
+                found.append(int(entry.name))
+    return found
 
 
 def _terminate(pid: int, timeout: float) -> None:

@@ -237,7 +237,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         groups = [layout.observe_group(graph, n) for n in names]
     finally:
         await be.close()
-    data = {
+    data: dict[str, Any] = {
         "backend": "pipewire",
         "groups": [
             {
@@ -299,7 +299,7 @@ def cmd_sim_up(args: argparse.Namespace) -> int:
     room = _room()
     room.up(speakers=args.speakers, seed=args.seed, latencies_ms=latencies, quantum=args.quantum)
     print(f"room up in {room.root} with {len(room.speakers)} speakers; point clients at it with:")
-    print("  eval \"$(pwgroup sim env)\"")
+    print('  eval "$(pwgroup sim env)"')
     return EXIT_OK
 
 

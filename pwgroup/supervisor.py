@@ -29,10 +29,10 @@ def reconcile(desired: GroupSpec | None, graph: Graph, name: str) -> list[Action
     actions: list[Action] = []
     wanted = {m.speaker: m for m in desired.members} if desired else {}
 
-    for member in state.members:
-        if member.speaker not in wanted:
-            ids = tuple(n.id for n in (member.in_node, member.out_node) if n is not None)
-            actions.append(StopMember(name, member.speaker, member.pid, ids))
+    for old in state.members:
+        if old.speaker not in wanted:
+            ids = tuple(n.id for n in (old.in_node, old.out_node) if n is not None)
+            actions.append(StopMember(name, old.speaker, old.pid, ids))
     if desired is None:
         if state.sink is not None:
             actions.append(DestroySink(name, state.sink.id))
@@ -44,9 +44,13 @@ def reconcile(desired: GroupSpec | None, graph: Graph, name: str) -> list[Action
     rate = layout.graph_rate(graph)
     for spec in desired.members:
         member = state.member(spec.speaker)
-        if member is None or member.in_node is None or member.out_node is None:
-            if member is None:
-                actions.append(StartMember(name, spec))
+        if member is None:
+            actions.append(StartMember(name, spec))
+            continue
+        if member.in_node is None or member.out_node is None:
+            # Half an element is no element: stop it, the next pass starts a whole one.
+            ids = tuple(n.id for n in (member.in_node, member.out_node) if n is not None)
+            actions.append(StopMember(name, member.speaker, member.pid, ids))
             continue
         feeds = [(state.sink.id, member.in_node.id, True)]
         if member.speaker_node is not None:

@@ -81,8 +81,9 @@ def test_delay_change_while_playing_has_no_stale_audio_and_no_gap(cli, room: Roo
     cli("delay", "set", group, other.address, "10", check=True)
     ports = [monitor_port(room, group), room.emit_ports()[0], room.emit_ports()[1]]
     for old, new in ((20.0, 90.0), (90.0, 5.0)):
-        y = _play_noise_while(room, group, 3.0,
-                              lambda n=new: cli("delay", "set", group, spk.address, str(n), check=True), ports)
+        y = _play_noise_while(
+            room, group, 3.0, lambda n=new: cli("delay", "set", group, spk.address, str(n), check=True), ports
+        )
         ref = y[:, 0]
         d_old = round(old * RATE / 1000) + spk.latency_samples
         d_new = round(new * RATE / 1000) + spk.latency_samples

@@ -133,7 +133,7 @@ def test_hostile_descriptions_are_shown_literally(cli, room: Room) -> None:
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(cli, args: list[str], needle: str) -> None:
-    code, out, err = cli(*args)
+    code, _out, err = cli(*args)
     assert code == 2
     assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
@@ -166,11 +166,17 @@ def test_sim_down_removes_every_process_it_started(tmp_path: Path) -> None:
     room_env = server_env(root)
     subprocess.run(
         [sys.executable, "-m", "pwgroup", "group", "create", "g", "AA:BB:CC:00:00:01", "AA:BB:CC:00:00:02"],
-        env=room_env, check=True, capture_output=True, timeout=60,
+        env=room_env,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     graph = pwdump.parse(subprocess.run(["pw-dump"], env=room_env, capture_output=True, text=True).stdout)
-    member_pids = {pid for n in graph.nodes.values() if n.name.startswith("pwgroup.g.") and
-                   (pid := graph.client_pid(n)) is not None}
+    member_pids = {
+        pid
+        for n in graph.nodes.values()
+        if n.name.startswith("pwgroup.g.") and (pid := graph.client_pid(n)) is not None
+    }
     assert len(member_pids) == 2
     subprocess.run([*run, "down"], env=env, check=True, capture_output=True, timeout=60)
     for pid in [*pids.values(), *member_pids]:

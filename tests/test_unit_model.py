@@ -60,13 +60,21 @@ NODE = {
     "id": 50,
     "type": "PipeWire:Interface:Node",
     "info": {
-        "props": {"node.name": "bluez_output.AA_BB_CC_00_00_01.1", "media.class": "Audio/Sink",
-                  "device.api": "bluez5", "api.bluez5.address": "AA:BB:CC:00:00:01", "node.description": "JBL"},
+        "props": {
+            "node.name": "bluez_output.AA_BB_CC_00_00_01.1",
+            "media.class": "Audio/Sink",
+            "device.api": "bluez5",
+            "api.bluez5.address": "AA:BB:CC:00:00:01",
+            "node.description": "JBL",
+        },
         "params": {},
     },
 }
-PORT = {"id": 51, "type": "PipeWire:Interface:Port",
-        "info": {"direction": "input", "props": {"node.id": 50, "port.name": "playback_FL", "audio.channel": "FL"}}}
+PORT = {
+    "id": 51,
+    "type": "PipeWire:Interface:Port",
+    "info": {"direction": "input", "props": {"node.id": 50, "port.name": "playback_FL", "audio.channel": "FL"}},
+}
 
 
 def test_pwdump_parse_and_removal() -> None:

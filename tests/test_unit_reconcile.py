@@ -32,8 +32,16 @@ class Builder:
         self.next += 1
         return self.next
 
-    def node(self, name: str, media_class: str, props: dict, ins: bool, outs: bool, monitor: bool = False,
-             controls: dict | None = None) -> Node:  # type: ignore[type-arg]
+    def node(
+        self,
+        name: str,
+        media_class: str,
+        props: dict,
+        ins: bool,
+        outs: bool,
+        monitor: bool = False,
+        controls: dict | None = None,
+    ) -> Node:  # type: ignore[type-arg]
         nid = self._id()
         node = Node(nid, name, media_class, {"node.name": name, **props}, controls or {})
         self.g.nodes[nid] = node
@@ -47,18 +55,31 @@ class Builder:
         return node
 
     def sink(self, group: str = "g") -> Node:
-        return self.node(layout.sink_name(group), "Audio/Sink",
-                         {layout.PROP_GROUP: group, layout.PROP_ROLE: layout.ROLE_SINK}, True, True, monitor=True)
+        return self.node(
+            layout.sink_name(group),
+            "Audio/Sink",
+            {layout.PROP_GROUP: group, layout.PROP_ROLE: layout.ROLE_SINK},
+            True,
+            True,
+            monitor=True,
+        )
 
     def speaker(self, addr: str = ADDR) -> Node:
-        return self.node(f"bluez_output.{addr.replace(':', '_')}.1", "Audio/Sink",
-                         {"device.api": "bluez5", "api.bluez5.address": addr}, True, True, monitor=True)
+        return self.node(
+            f"bluez_output.{addr.replace(':', '_')}.1",
+            "Audio/Sink",
+            {"device.api": "bluez5", "api.bluez5.address": addr},
+            True,
+            True,
+            monitor=True,
+        )
 
     def member(self, group: str, addr: str, delay_s: float = 0.5 / 48000) -> tuple[Node, Node]:
         base = {layout.PROP_GROUP: group, layout.PROP_MEMBER: addr}
         controls = {layout.LINE_A: delay_s, layout.LINE_B: delay_s, layout.GAIN_A: 1.0, layout.GAIN_B: 0.0}
-        n_in = self.node("in", "Stream/Input/Audio", {**base, layout.PROP_ROLE: layout.ROLE_IN}, True, False,
-                         controls=controls)
+        n_in = self.node(
+            "in", "Stream/Input/Audio", {**base, layout.PROP_ROLE: layout.ROLE_IN}, True, False, controls=controls
+        )
         n_out = self.node("out", "Stream/Output/Audio", {**base, layout.PROP_ROLE: layout.ROLE_OUT}, False, True)
         return n_in, n_out
 
@@ -100,10 +121,21 @@ def test_unlinked_member_gets_links_by_channel() -> None:
     m_in, m_out = b.member("g", ADDR)
     actions = reconcile(spec(MemberSpec(ADDR)), b.g, "g")
     assert all(isinstance(a, LinkPorts) for a in actions) and len(actions) == 4
-    pairs = {(b.g.ports[a.out_port].node_id, b.g.ports[a.in_port].node_id,  # type: ignore[union-attr]
-              b.g.ports[a.out_port].channel, b.g.ports[a.in_port].channel) for a in actions}  # type: ignore[union-attr]
-    assert pairs == {(sink.id, m_in.id, "FL", "FL"), (sink.id, m_in.id, "FR", "FR"),
-                     (m_out.id, spk.id, "FL", "FL"), (m_out.id, spk.id, "FR", "FR")}
+    pairs = {
+        (
+            b.g.ports[a.out_port].node_id,
+            b.g.ports[a.in_port].node_id,  # type: ignore[union-attr]
+            b.g.ports[a.out_port].channel,
+            b.g.ports[a.in_port].channel,
+        )
+        for a in actions
+    }  # type: ignore[union-attr]
+    assert pairs == {
+        (sink.id, m_in.id, "FL", "FL"),
+        (sink.id, m_in.id, "FR", "FR"),
+        (m_out.id, spk.id, "FL", "FL"),
+        (m_out.id, spk.id, "FR", "FR"),
+    }
 
 
 def test_converged_group_needs_nothing_twice() -> None:
@@ -147,3 +179,12 @@ def test_removed_member_is_stopped_others_untouched() -> None:
     m2_in, m2_out = b.member("g", "AA:BB:CC:00:00:02")
     actions = reconcile(spec(MemberSpec(ADDR)), b.g, "g")
     assert actions == [StopMember("g", "AA:BB:CC:00:00:02", None, (m2_in.id, m2_out.id))]
+
+
+def test_half_an_element_is_stopped_to_be_started_whole() -> None:
+    b = Builder()
+    b.sink()
+    b.speaker()
+    m_in, m_out = b.member("g", ADDR)
+    del b.g.nodes[m_out.id]
+    assert reconcile(spec(MemberSpec(ADDR)), b.g, "g") == [StopMember("g", ADDR, None, (m_in.id,))]

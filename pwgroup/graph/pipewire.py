@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pwgroup.graph import layout, pwdump, spajson
-from pwgroup.graph.proc import cmdline, process_alive, run, tool
+from pwgroup.graph.proc import pipewire_config_of, process_alive, run, tool
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
-
 
 
 def state_dir(env: Mapping[str, str]) -> Path:
@@ -311,8 +310,8 @@ class PipeWireBackend:
 
 
 def _is_member_process(pid: int) -> bool:
-    argv = cmdline(pid)
-    return len(argv) >= 3 and os.path.basename(argv[0]) == "pipewire" and argv[1] == "-c" and "/pwgroup/" in argv[2]
+    conf = pipewire_config_of(pid)
+    return conf is not None and f"{os.sep}pwgroup{os.sep}" in conf
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -74,3 +74,11 @@ def cmdline(pid: int) -> list[str]:
     except OSError:
         return []
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def pipewire_config_of(pid: int) -> str | None:
+    """The config path of a `pipewire -c PATH` process (a filter-chain host), or None for anything else."""
+    argv = cmdline(pid)
+    if len(argv) >= 3 and os.path.basename(argv[0]) == "pipewire" and argv[1] == "-c":
+        return os.path.abspath(argv[2])
+    return None

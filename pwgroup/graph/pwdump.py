@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from pwgroup.model import Graph, Link, Node, Port
 
@@ -63,7 +63,7 @@ def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
             node_id = props.get("node.id")
             if not isinstance(node_id, int):
                 continue
-            direction = "in" if info.get("direction") == "input" else "out"
+            direction: Literal["in", "out"] = "in" if info.get("direction") == "input" else "out"
             graph.ports[oid] = Port(
                 id=oid,
                 node_id=node_id,

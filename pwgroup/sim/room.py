@@ -285,7 +285,7 @@ class Room:
                 "node.description": "Room microphone (virtual)",
                 "media.class": "Audio/Source/Virtual",
                 "audio.position": ["MONO"],
-                        "priority.driver": 1,
+                "priority.driver": 1,
                 "object.linger": True,
             }
             self.pw_cli("create-node", "adapter", spajson.dumps(props))

@@ -5,6 +5,7 @@ It never touches the user's session: every socket, config and state file lives u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pwgroup.graph import pwdump
-from pwgroup.graph.proc import cmdline, process_alive, tool
+from pwgroup.graph.proc import cmdline, pipewire_config_of, process_alive, tool
 from pwgroup.model import PwgroupError
 
 PIDS_FILE = "pids.json"
@@ -157,10 +158,8 @@ class PrivateServer:
         for key in reversed(list(self._pids())):
             self.kill(key)
         for leftover in ("bus", "pipewire-0", "pipewire-0.lock", "pipewire-0-manager", "pipewire-0-manager.lock"):
-            try:
+            with contextlib.suppress(OSError):
                 (self.root / leftover).unlink()
-            except OSError:
-                pass
         shutil.rmtree(self.root / "pulse", ignore_errors=True)
 
 
@@ -170,10 +169,9 @@ def _processes_configured_under(root: Path) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        argv = cmdline(int(entry.name))
-        if len(argv) >= 3 and os.path.basename(argv[0]) == "pipewire" and argv[1] == "-c":
-            if os.path.abspath(argv[2]).startswith(prefix):
-                found.append(int(entry.name))
+        conf = pipewire_config_of(int(entry.name))
+        if conf is not None and conf.startswith(prefix):
+            found.append(int(entry.name))
     return found
 
 

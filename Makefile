@@ -1,0 +1,52 @@
+# One entry point for every routine. `make demo` and `make test` are README's two set-up commands.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBS := pipewire pipewire-bin wireplumber pipewire-pulse pulseaudio-utils dbus python3-venv
+export PWGROUP_SIM_DIR ?= /tmp/pwgroup-room-$(shell id -u)
+
+.PHONY: setup debs demo demo-down test lint bench clean
+
+debs:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: debs $(VENV)/.installed
+
+# The virtual room with three fake speakers and one group over them; it keeps running afterwards.
+demo: setup
+	$(VENV)/bin/pwgroup sim up --speakers 3
+	@eval "$$($(VENV)/bin/pwgroup sim env)"; \
+	$(VENV)/bin/pwgroup group delete living-room >/dev/null 2>&1; \
+	$(VENV)/bin/pwgroup group create living-room AA:BB:CC:00:00:01 AA:BB:CC:00:00:02 AA:BB:CC:00:00:03 \
+		--description "Living room (3 speakers)" && \
+	$(VENV)/bin/pwgroup delay set living-room AA:BB:CC:00:00:02 37.5 && \
+	$(VENV)/bin/pwgroup status && echo && pactl list short sinks && echo && \
+	echo 'The room is running. Try: eval "$$(.venv/bin/pwgroup sim env)"; pactl list sinks; make demo-down to stop it.'
+
+demo-down: setup
+	$(VENV)/bin/pwgroup sim down
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy pwgroup
+
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(PY) bench/delays.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -43,7 +43,9 @@ def monitor_port(room: Room) -> int:
 async def apply(room: Room, delays: list[float]) -> None:
     be = await PipeWireBackend(room.env).open()
     try:
-        spec = GroupSpec(GROUP, "bench", tuple(MemberSpec(s.address, d) for s, d in zip(room.speakers, delays)))
+        spec = GroupSpec(
+            GROUP, "bench", tuple(MemberSpec(s.address, d) for s, d in zip(room.speakers, delays, strict=False))
+        )
         await converge(be, spec, GROUP)
     finally:
         await be.close()
@@ -132,7 +134,7 @@ def main() -> None:
                 ]
                 asyncio.run(apply(room, delays))
                 got = arrivals(room, len(HIDDEN_MS), seed=trial)
-                for g, spk, d in zip(got, room.speakers, delays):
+                for g, spk, d in zip(got, room.speakers, delays, strict=False):
                     errors.append(g - (round(d * RATE / 1000) + spk.latency_samples))
             all_errors += errors
             per_quantum[str(q)] = {

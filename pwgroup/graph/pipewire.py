@@ -69,23 +69,29 @@ def member_config(group: str, member: MemberSpec, rate: int) -> str:
         "capture.props": capture,
         "playback.props": playback,
     }
-    return "\n".join(
-        [
-            "# Written by pwgroup: one group member's delay element. Safe to delete when pwgroup is stopped.",
-            "context.properties = { log.level = 1 }",
-            "context.spa-libs = {",
-            "    audio.convert.* = audioconvert/libspa-audioconvert",
-            "    support.* = support/libspa-support",
-            "}",
-            "context.modules = [",
-            "    { name = libpipewire-module-protocol-native }",
-            "    { name = libpipewire-module-client-node }",
-            "    { name = libpipewire-module-adapter }",
-            "    { name = libpipewire-module-filter-chain args = " + spajson.dumps(args, 1) + " }",
-            "]",
-            "",
-        ]
+    return filter_chain_process_config(
+        args, "# Written by pwgroup: one group member's delay element. Safe to delete when pwgroup is stopped."
     )
+
+
+def filter_chain_process_config(args: dict[str, Any], comment: str = "") -> str:
+    """A client config for `pipewire -c` that hosts one filter-chain with `args` (rendered as SPA-JSON)."""
+    lines = [comment] if comment else []
+    lines += [
+        "context.properties = { log.level = 1 }",
+        "context.spa-libs = {",
+        "    audio.convert.* = audioconvert/libspa-audioconvert",
+        "    support.* = support/libspa-support",
+        "}",
+        "context.modules = [",
+        "    { name = libpipewire-module-protocol-native }",
+        "    { name = libpipewire-module-client-node }",
+        "    { name = libpipewire-module-adapter }",
+        "    { name = libpipewire-module-filter-chain args = " + spajson.dumps(args, 1) + " }",
+        "]",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def sink_props(group: GroupSpec) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def write_wav(path: Path, frames: np.ndarray, rate: int = RATE) -> None:
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
-def _dump(env: Mapping[str, str]) -> Graph:
+def dump_graph(env: Mapping[str, str]) -> Graph:
     out = subprocess.run([tool("pw-dump"), "-N"], env=dict(env), capture_output=True, text=True, timeout=10).stdout
     return pwdump.parse(out)
 
@@ -73,7 +73,7 @@ def _dump(env: Mapping[str, str]) -> Graph:
 def _wait_node(env: Mapping[str, str], name: str, direction: str, count: int, timeout: float = 10.0) -> Graph:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        graph = _dump(env)
+        graph = dump_graph(env)
         node = graph.node_by_name(name)
         if node is not None and len(graph.ports_of(node.id, direction, monitor=False)) >= count:  # type: ignore[arg-type]
             return graph
@@ -172,7 +172,7 @@ class Player:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Player:
-        graph = _dump(self.env)
+        graph = dump_graph(self.env)
         node = graph.node_by_name(self.target)
         if node is None:
             raise PwgroupError(f"no node named {self.target!r} to play into")

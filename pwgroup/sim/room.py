@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import random
-import struct
 import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pwgroup.graph import layout, pwdump, spajson
+import numpy as np
+
+from pwgroup.graph import layout, spajson
+from pwgroup.graph.pipewire import filter_chain_process_config
 from pwgroup.graph.proc import tool
 from pwgroup.model import Graph, PwgroupError
+from pwgroup.sim.audio import dump_graph, write_wav
 from pwgroup.sim.server import PrivateServer, default_root
 
 RATE = 48000
@@ -60,14 +63,6 @@ class SimSpeaker:
         return self.latency_samples * 1000.0 / RATE
 
 
-def write_wav_f32(path: Path, samples: list[float], rate: int = RATE) -> None:
-    """A mono IEEE-float WAV (libsndfile reads it; Python's wave module cannot write float)."""
-    data = struct.pack(f"<{len(samples)}f", *samples)
-    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
-    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
-
-
 def speaker_props(spk: SimSpeaker) -> dict[str, Any]:
     """What BlueZ's A2DP sink node carries; the description is whatever the speaker announced."""
     return {
@@ -108,22 +103,7 @@ def speaker_config(spk: SimSpeaker, ir_path: Path) -> str:
             "audio.position": ["MONO"],
         },
     }
-    return "\n".join(
-        [
-            "context.properties = { log.level = 1 }",
-            "context.spa-libs = {",
-            "    audio.convert.* = audioconvert/libspa-audioconvert",
-            "    support.* = support/libspa-support",
-            "}",
-            "context.modules = [",
-            "    { name = libpipewire-module-protocol-native }",
-            "    { name = libpipewire-module-client-node }",
-            "    { name = libpipewire-module-adapter }",
-            "    { name = libpipewire-module-filter-chain args = " + spajson.dumps(args, 1) + " }",
-            "]",
-            "",
-        ]
-    )
+    return filter_chain_process_config(args)
 
 
 class Room:
@@ -163,10 +143,7 @@ class Room:
 
     # ------------------------------------------------------------ graph helpers
     def dump(self) -> Graph:
-        out = subprocess.run(
-            [tool("pw-dump"), "-N"], env=self.env, capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-        return pwdump.parse(out)
+        return dump_graph(self.env)
 
     def wait_graph(self, check, timeout: float = 10.0, what: str = "the room") -> Graph:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
@@ -292,10 +269,10 @@ class Room:
         self._node_with_ports(MIC_NAME, "in")
 
     def _build_speaker(self, spk: SimSpeaker) -> None:
-        ir = [0.0] * (spk.latency_samples + 1)
+        ir = np.zeros(spk.latency_samples + 1)
         ir[spk.latency_samples] = spk.gain
         ir_path = self.root / "ir" / f"{spk.index}.wav"
-        write_wav_f32(ir_path, ir)
+        write_wav(ir_path, ir)
         (self.root / "ir" / f"speaker-{spk.index}.conf").write_text(speaker_config(spk, ir_path))
         self.connect(spk.address)
 

@@ -103,6 +103,7 @@ class Graph:
     links: dict[int, Link] = field(default_factory=dict)
     clients: dict[int, Mapping[str, Any]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    settings_id: int | None = None
 
     def client_pid(self, node: Node) -> int | None:
         """The process that owns a node, from its client's `application.process.id`."""

@@ -28,7 +28,8 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
     r = Room(root)
     r.up(speakers=len(HIDDEN_MS), latencies_ms=HIDDEN_MS)
     yield r
-    r.down()
+    if not os.environ.get("PWGROUP_KEEP_ROOM"):  # keep it up to inspect a failure
+        r.down()
 
 
 @pytest.fixture

@@ -97,3 +97,38 @@ def test_find_speaker_by_address_or_name() -> None:
     assert layout.find_speaker(graph, "aa_bb_cc_00_00_01").node_id == 50  # type: ignore[union-attr]
     assert layout.find_speaker(graph, "bluez_output.AA_BB_CC_00_00_01.1").node_id == 50  # type: ignore[union-attr]
     assert layout.find_speaker(graph, "AA:BB:CC:00:00:02") is None
+
+
+def _settings(**entries: object) -> dict:  # type: ignore[type-arg]
+    # Shaped as pw-dump 0.3.65 prints Metadata: props at the top level, no "info".
+    return {
+        "id": 30,
+        "type": "PipeWire:Interface:Metadata",
+        "version": 3,
+        "props": {"metadata.name": "settings", "object.serial": 30},
+        "metadata": [{"subject": 0, "key": k, "type": "", "value": v} for k, v in entries.items()],
+    }
+
+
+def test_settings_metadata_gives_rate_and_quantum() -> None:
+    graph = pwdump.parse(_dump([NODE, _settings(**{"clock.rate": 44100, "clock.quantum": 1024})]))
+    assert 50 in graph.nodes
+    assert (layout.graph_rate(graph), layout.graph_quantum(graph)) == (44100, 1024)
+    # A monitor update lists every current entry; a forced quantum wins over the default one.
+    pwdump.apply(graph, [_settings(**{"clock.rate": 44100, "clock.quantum": 1024, "clock.force-quantum": 256})])
+    assert layout.graph_quantum(graph) == 256
+    pwdump.apply(graph, [_settings(**{"clock.rate": 44100, "clock.quantum": 1024, "clock.force-quantum": 0})])
+    assert layout.graph_quantum(graph) == 1024
+    pwdump.apply(graph, [{"id": 30, "props": None}])
+    assert graph.settings == {} and layout.graph_rate(graph) == layout.DEFAULT_RATE
+
+
+def test_stream_decoder_keeps_text_split_inside_a_string() -> None:
+    node = json.loads(json.dumps(NODE))
+    node["info"]["props"]["node.description"] = "} ] = { \u202e\u00e9 [x"
+    text = json.dumps([node], ensure_ascii=False) + "\n" + json.dumps([PORT])
+    for cut in range(1, len(text)):
+        dec = pwdump.StreamDecoder()
+        batches = list(dec.feed(text[:cut])) + list(dec.feed(text[cut:]))
+        assert [b[0]["id"] for b in batches] == [50, 51]
+        assert batches[0][0]["info"]["props"]["node.description"] == node["info"]["props"]["node.description"]

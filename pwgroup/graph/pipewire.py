@@ -7,7 +7,9 @@ small `pipewire -c` process of its own, so members come and go without touching 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +21,8 @@ from typing import Any
 from pwgroup.graph import layout, pwdump, spajson
 from pwgroup.graph.proc import pipewire_config_of, process_alive, run, tool
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
+
+log = logging.getLogger(__name__)
 
 
 def state_dir(env: Mapping[str, str]) -> Path:
@@ -103,6 +107,8 @@ def sink_props(group: GroupSpec) -> dict[str, Any]:
         "audio.position": ["FL", "FR"],
         "monitor.channel-volumes": True,
         "object.linger": True,
+        # Never armed for suspend: WirePlumber 0.4.13 segfaults when a node it meant to suspend is destroyed.
+        "session.suspend-timeout-seconds": 0,
         layout.PROP_GROUP: group.name,
         layout.PROP_ROLE: layout.ROLE_SINK,
     }
@@ -153,11 +159,12 @@ class PipeWireBackend:
     async def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         decoder = pwdump.StreamDecoder()
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may straddle two reads
         while True:
             chunk = await self._proc.stdout.read(1 << 16)
             if not chunk:
                 break
-            for batch in decoder.feed(chunk.decode(errors="replace")):
+            for batch in decoder.feed(utf8.decode(chunk)):
                 pwdump.apply(self._graph, batch)
                 self._serial += 1
                 self._ready.set()
@@ -184,6 +191,12 @@ class PipeWireBackend:
         while not check(self._graph):
             left = deadline - time.monotonic()
             if left <= 0 or not self.alive:
+                # Before giving up, ask the server afresh: the watcher may be behind (or dead).
+                fresh = pwdump.parse(await run([tool("pw-dump"), "-N"], env=self.env, timeout=10.0))
+                if check(fresh):
+                    log.warning("pw-dump monitor was behind while waiting for %s; took a fresh dump", what)
+                    self._graph = fresh
+                    return fresh
                 raise BackendError(f"timed out waiting for {what}: is WirePlumber running?")
             await self.wait_changed(min(left, 0.25))
         return self._graph

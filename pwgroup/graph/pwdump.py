@@ -1,6 +1,7 @@
 """Turn `pw-dump` JSON into the observed Graph, and keep it current from `pw-dump -m` updates.
 
-Pure parsing: no processes here. Removals in monitor mode arrive as `{"id": N, "info": null}`.
+Pure parsing: no processes here. Removals in monitor mode arrive as `{"id": N, "info": null}` (or
+`"props": null` for objects without an info, such as Metadata): they are the objects without a "type".
 """
 
 from __future__ import annotations
@@ -32,14 +33,17 @@ def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
         oid = obj.get("id")
         if not isinstance(oid, int):
             continue
-        info = obj.get("info")
-        if info is None:
+        if "type" not in obj:
             graph.nodes.pop(oid, None)
             graph.ports.pop(oid, None)
             graph.links.pop(oid, None)
             graph.clients.pop(oid, None)
+            if graph.settings_id == oid:
+                graph.settings.clear()
+                graph.settings_id = None
             continue
-        kind = str(obj.get("type", ""))
+        kind = str(obj["type"])
+        info = obj.get("info") or {}
         props = info.get("props") or {}
         if kind.endswith(":Node"):
             old = graph.nodes.get(oid)
@@ -55,10 +59,18 @@ def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
         elif kind.endswith(":Client"):
             graph.clients[oid] = props
         elif kind.endswith(":Metadata"):
-            if props.get("metadata.name") == "settings":
+            # Metadata has no info: props sit at the top, and every update lists all current entries.
+            if (obj.get("props") or {}).get("metadata.name") == "settings":
+                graph.settings_id = oid
+                graph.settings.clear()
                 for entry in obj.get("metadata") or []:
-                    if isinstance(entry, dict) and entry.get("subject") == 0 and isinstance(entry.get("key"), str):
-                        graph.settings[entry["key"]] = entry.get("value")
+                    if (
+                        isinstance(entry, dict)
+                        and entry.get("subject") == 0
+                        and isinstance(entry.get("key"), str)
+                        and entry.get("value") is not None
+                    ):
+                        graph.settings[entry["key"]] = entry["value"]
         elif kind.endswith(":Port"):
             node_id = props.get("node.id")
             if not isinstance(node_id, int):

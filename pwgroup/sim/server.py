@@ -20,6 +20,7 @@ from pwgroup.graph.proc import cmdline, pipewire_config_of, process_alive, tool
 from pwgroup.model import PwgroupError
 
 PIDS_FILE = "pids.json"
+SUSPEND_FIX = Path(__file__).resolve().parent.parent / "data" / "suspend-node.lua"
 
 
 def default_root() -> Path:
@@ -122,6 +123,7 @@ class PrivateServer:
         for sub in ("log", "config", "state", "data", "pulse"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
+        self._install_wireplumber_fix()
         self.spawn(
             "dbus",
             ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={self.root / 'bus'}"],
@@ -133,6 +135,12 @@ class PrivateServer:
         self.spawn("pipewire-pulse", ["pipewire-pulse"])
         _wait(lambda: (self.root / "pulse" / "native").exists(), 10, "pipewire-pulse made no socket")
         _wait(self._session_manager_ready, 15, "wireplumber did not connect")
+
+    def _install_wireplumber_fix(self) -> None:
+        """The room's WirePlumber gets pwgroup's fixed suspend-node.lua (0.4.13's crashes on removed nodes)."""
+        scripts = self.root / "config" / "wireplumber" / "scripts"
+        scripts.mkdir(parents=True, exist_ok=True)
+        (scripts / "suspend-node.lua").write_bytes(SUSPEND_FIX.read_bytes())
 
     def _session_manager_ready(self) -> bool:
         out = subprocess.run(

@@ -1,0 +1,1 @@
+../../../pwgroup/data/suspend-node.lua

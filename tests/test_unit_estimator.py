@@ -1,0 +1,87 @@
+"""The latency estimator on synthetic recordings: fractional delays, reflections, noise, silence, clipping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pwgroup.calibrate import estimator as est
+
+RATE = est.RATE
+X = est.sweep(0.5)
+LENGTH = len(X) + RATE // 2
+
+
+def _reference() -> np.ndarray:
+    ref = np.zeros(LENGTH)
+    ref[: len(X)] = X
+    return ref
+
+
+def _path(delay: float, gain: float = 0.5, reflections: tuple[tuple[float, float], ...] = ()) -> np.ndarray:
+    y = gain * est.fractional_delay(X, delay, LENGTH)
+    for extra_ms, rel in reflections:
+        y += gain * rel * est.fractional_delay(X, delay + extra_ms * RATE / 1000, LENGTH)
+    return y
+
+
+@pytest.mark.parametrize("delay", [4800.0, 7211.25, 13333.5, 9999.875])
+def test_fractional_delays_to_a_hundredth_of_a_sample(delay: float) -> None:
+    arrival = est.measure(_reference(), _path(delay), [(0, LENGTH)])[0]
+    assert arrival.ok
+    assert abs(arrival.samples - delay) < 0.01
+    assert arrival.level_db == pytest.approx(20 * np.log10(0.5), abs=0.5)  # coarse peak: informational
+
+
+def test_first_arrival_beats_a_louder_reflection() -> None:
+    # The direct sound is quieter than a reflection 3 ms later (a speaker facing the wall).
+    y = _path(6000.3, gain=0.2, reflections=((3.0, 2.5), (11.0, 1.2)))
+    arrival = est.measure(_reference(), y, [(0, LENGTH)])[0]
+    assert arrival.ok and abs(arrival.samples - 6000.3) < 0.05
+
+
+def test_noise_at_minus_10_db_keeps_the_estimate_within_a_sample() -> None:
+    rng = np.random.default_rng(7)
+    y = _path(8765.4, reflections=((2.0, 0.6), (9.0, 0.4)))
+    active = y[8765 : 8765 + len(X)]
+    y = y + rng.normal(0, np.sqrt(np.mean(active**2)) * 10 ** (10 / 20), LENGTH)
+    arrival = est.measure(_reference(), y, [(0, LENGTH)])[0]
+    assert arrival.ok and abs(arrival.samples - 8765.4) < 1.0
+    assert 15 < arrival.snr_db < 60
+
+
+def test_silence_and_pure_noise_are_not_heard() -> None:
+    rng = np.random.default_rng(3)
+    assert est.measure(_reference(), np.zeros(LENGTH), [(0, LENGTH)])[0].status == "not-heard"
+    noise_only = est.measure(_reference(), rng.normal(0, 0.1, LENGTH), [(0, LENGTH)])[0]
+    assert noise_only.status == "not-heard" and np.isnan(noise_only.samples)
+
+
+def test_a_clipped_speaker_is_reported_as_clipped() -> None:
+    y = np.clip(_path(5000.0, gain=3.0), -1.0, 1.0)
+    arrival = est.measure(_reference(), y, [(0, LENGTH)])[0]
+    assert arrival.status == "clipped"
+    # Loud but unclipped float audio is not clipping.
+    assert est.measure(_reference(), _path(5000.0, gain=1.5), [(0, LENGTH)])[0].status == "ok"
+
+
+def test_staggered_windows_separate_speakers_in_one_recording() -> None:
+    # Three speakers on one timeline, each shifted by a known stagger of 0.4 s plus its own latency.
+    stagger = int(0.4 * RATE)
+    latencies = [5000.5, 11000.25, 7000.0]
+    length = len(X) + 3 * stagger + RATE // 2
+    y = np.zeros(length)
+    for i, lat in enumerate(latencies):
+        y += 0.3 * est.fractional_delay(X, i * stagger + lat, length)
+    ref = np.zeros(length)
+    ref[: len(X)] = X
+    windows = [(i * stagger, (i + 1) * stagger) for i in range(3)]
+    got = [a.samples - i * stagger for i, a in enumerate(est.measure(ref, y, windows))]
+    assert np.allclose(got, latencies, atol=0.05)
+
+
+def test_sweep_stays_in_band() -> None:
+    spec = np.abs(np.fft.rfft(X, 1 << 16)) ** 2
+    freqs = np.fft.rfftfreq(1 << 16, 1 / RATE)
+    outside = spec[(freqs > 16000)].sum() / spec.sum()
+    assert outside < 1e-4 and np.max(np.abs(X)) <= 0.5 + 1e-6

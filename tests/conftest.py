@@ -28,8 +28,11 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
     r = Room(root)
     r.up(speakers=len(HIDDEN_MS), latencies_ms=HIDDEN_MS)
     yield r
+    # WirePlumber must have lived through the whole session (0.4.13 segfaults on idle nodes that go away).
+    wireplumber_alive = r.server.running("wireplumber")
     if not os.environ.get("PWGROUP_KEEP_ROOM"):  # keep it up to inspect a failure
         r.down()
+    assert wireplumber_alive, f"WirePlumber died during the tests: see {root}/log/wireplumber.log and dmesg"
 
 
 @pytest.fixture

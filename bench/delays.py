@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pwgroup.graph.capture import Player, Recorder
 from pwgroup.graph.pipewire import PipeWireBackend
 from pwgroup.model import GroupSpec, MemberSpec
-from pwgroup.sim.audio import Player, Recorder
 from pwgroup.sim.measure import decompose, lag
 from pwgroup.sim.room import RATE, Room
 from pwgroup.supervisor import converge

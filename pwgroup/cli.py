@@ -222,6 +222,34 @@ async def cmd_delay_set(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pwgroup.calibrate.session import calibrate
+    from pwgroup.supervisor import converge, desired_from_graph
+
+    name = check_group_name(args.name)
+    be = await _backend()
+    try:
+        group = _need(desired_from_graph(be.graph, name), name)
+        report = await calibrate(be, group, args.mic, lambda desired: converge(be, desired, name))
+    finally:
+        await be.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print(f"calibrated {name} with {safe_text(report.microphone, 60)} in {report.seconds:.1f} s")
+        for m in report.members:
+            lat = "-" if m.latency_ms is None else f"{m.latency_ms:8.2f} ms"
+            conf = "" if m.snr_db is None or m.snr_db != m.snr_db else f"  ({m.snr_db:.0f} dB)"
+            print(f"  {safe_text(m.speaker, 40):<40} {m.status:<9} latency {lat:>11}  delay {m.delay_ms:7.2f} ms{conf}")
+    skipped = [m.speaker for m in report.members if m.status != "ok"]
+    if skipped:
+        print(
+            f"pwgroup: not calibrated (kept their delay): {', '.join(safe_text(s, 40) for s in skipped)}",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
 async def cmd_status(args: argparse.Namespace) -> int:
     from pwgroup.graph import layout
 
@@ -357,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("speaker")
     ds.add_argument("ms")
     ds.set_defaults(run=cmd_delay_set)
+
+    ca = sub.add_parser("calibrate", help="measure each speaker with a microphone and align the group")
+    ca.add_argument("name")
+    ca.add_argument("--mic", metavar="SOURCE", help="microphone node name or id (default: the only one)")
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(run=cmd_calibrate)
 
     st = sub.add_parser("status", help="show groups, members, presence and delays")
     st.add_argument("name", nargs="?")

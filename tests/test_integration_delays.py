@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from pwgroup.sim.audio import Player, Recorder
+from pwgroup.graph.capture import Player, Recorder
 from pwgroup.sim.measure import decompose, lag
 from pwgroup.sim.room import RATE, Room
 

@@ -24,15 +24,18 @@ def graph_fingerprint(room: Room) -> tuple[set[str], int, int]:
     return names, len(graph.links), len(graph.clients)
 
 
-def pipewire_processes() -> set[int]:
+def pipewire_processes(room: Room) -> set[int]:
+    """`pipewire` processes of this room (by their environment), so other rooms on the machine don't count."""
     found = set()
+    mark = f"PIPEWIRE_RUNTIME_DIR={room.root}".encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
+                environ = (entry / "environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argv and os.path.basename(argv[0].decode(errors="replace")) == "pipewire":
+            if argv and os.path.basename(argv[0].decode(errors="replace")) == "pipewire" and mark in environ:
                 found.add(int(entry.name))
     return found
 
@@ -59,13 +62,13 @@ def test_status_json_reports_members(cli, room: Room, group: str) -> None:
 
 def test_delete_leaves_graph_and_process_table_as_found(cli, room: Room) -> None:
     before = graph_fingerprint(room)
-    procs_before = pipewire_processes()
+    procs_before = pipewire_processes(room)
     cli("group", "create", "temp", *[s.address for s in room.speakers[:3]], check=True)
     cli("delay", "set", "temp", room.speakers[0].address, "40", check=True)
     assert graph_fingerprint(room) != before
     cli("group", "delete", "temp", check=True)
     assert graph_fingerprint(room) == before
-    assert pipewire_processes() == procs_before
+    assert pipewire_processes(room) == procs_before
 
 
 def test_sink_survives_losing_every_member_and_members_return(cli, room: Room, group: str) -> None:

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from pwgroup.graph import layout, spajson
+from pwgroup.graph.capture import dump_graph, write_wav
 from pwgroup.graph.pipewire import filter_chain_process_config
 from pwgroup.graph.proc import tool
 from pwgroup.model import Graph, PwgroupError
-from pwgroup.sim.audio import dump_graph, write_wav
 from pwgroup.sim.server import PrivateServer, default_root
 
 RATE = 48000

@@ -1,4 +1,4 @@
-"""Short test signals in and out of the private graph: play a WAV into a node, record ports sample-aligned.
+"""Short signals in and out of the graph: play a WAV into a node, record ports sample-aligned (pw-play, pw-record).
 
 Only test and calibration audio passes through here; group playback never does.
 """

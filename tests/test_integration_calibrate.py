@@ -1,0 +1,54 @@
+"""Acoustic calibration in the virtual room: hidden latencies are recovered and the group ends aligned."""
+
+from __future__ import annotations
+
+import json
+
+from test_integration_delays import arrivals
+
+from pwgroup.sim.room import RATE, Room
+
+
+def test_calibration_aligns_the_group_on_the_truth_channels(cli, room: Room, group: str) -> None:
+    # Start far from aligned: the room hides 100, 150 and 200 ms; add a misleading delay too.
+    cli("delay", "set", group, room.speakers[0].address, "40", check=True)
+    code, out, err = cli("calibrate", group, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [m["status"] for m in report["members"]] == ["ok", "ok", "ok"]
+    hidden = [room.speakers[i].latency_samples * 1000 / RATE for i in range(3)]
+    measured = [m["latency_ms"] for m in report["members"]]
+    # The microphone path adds the same constant to every speaker; differences are the hidden ones.
+    for i in (1, 2):
+        assert abs((measured[i] - measured[0]) - (hidden[i] - hidden[0])) < 0.05
+    lags = arrivals(room, group, 3)
+    assert max(lags) - min(lags) <= 2, lags
+
+
+def test_calibration_skips_an_absent_member_and_says_so(cli, room: Room, group: str) -> None:
+    gone = room.speakers[2].address
+    before = json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]["members"][2]["delay_ms"]
+    room.disconnect(gone)
+    try:
+        code, out, err = cli("calibrate", group, "--json")
+        assert code == 0, err
+        members = {m["speaker"]: m for m in json.loads(out)["members"]}
+        assert members[gone]["status"] == "absent" and members[gone]["delay_ms"] == before
+        assert gone in err and "not calibrated" in err
+        assert all(m["status"] == "ok" for k, m in members.items() if k != gone)
+    finally:
+        room.connect(gone)
+    cli("delay", "set", group, room.speakers[0].address, "0", check=True)  # one pass relinks the speaker
+
+
+def test_calibration_rejects_bad_microphones(cli, room: Room, group: str) -> None:
+    for mic, needle in (
+        (room.speakers[0].node_name, "is a sink"),
+        ("no-such-mic", "no microphone named"),
+        (f"pwgroup.{group}.monitor", "monitor"),
+    ):
+        code, _out, err = cli("calibrate", group, "--mic", mic)
+        assert code == 2 and needle in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1
+    code, _out, err = cli("calibrate", "nope")
+    assert code == 2 and "no group named" in err

@@ -47,6 +47,8 @@ test: lint
 
 bench: setup
 	$(PY) bench/delays.py
+	$(PY) bench/estimator.py
+	$(PY) bench/calibrate.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

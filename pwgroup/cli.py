@@ -238,9 +238,15 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
     else:
         print(f"calibrated {name} with {safe_text(report.microphone, 60)} in {report.seconds:.1f} s")
         for m in report.members:
-            lat = "-" if m.latency_ms is None else f"{m.latency_ms:8.2f} ms"
-            conf = "" if m.snr_db is None or m.snr_db != m.snr_db else f"  ({m.snr_db:.0f} dB)"
-            print(f"  {safe_text(m.speaker, 40):<40} {m.status:<9} latency {lat:>11}  delay {m.delay_ms:7.2f} ms{conf}")
+            lat = "-" if m.latency_ms is None else f"{m.latency_ms:.2f} ms"
+            conf = "-" if m.snr_db is None or m.snr_db != m.snr_db else f"{m.snr_db:.0f} dB"
+            res = "-" if m.residual_ms is None else f"{m.residual_ms:+.3f} ms"
+            print(
+                f"  {safe_text(m.speaker, 40):<40} {m.status:<9} latency {lat:>10}  "
+                f"delay {m.delay_ms:7.2f} ms  confidence {conf:>6}  residual {res}"
+            )
+        if report.worst_residual_ms is not None:
+            print(f"measured after alignment: speakers within {report.worst_residual_ms:.3f} ms of each other")
     skipped = [m.speaker for m in report.members if m.status != "ok"]
     if skipped:
         print(
@@ -324,8 +330,17 @@ def cmd_sim_up(args: argparse.Namespace) -> int:
         latencies = [_parse_delay(x) for x in args.latencies.split(",")]
         if len(latencies) != args.speakers:
             raise UserError(f"--latencies gives {len(latencies)} values for {args.speakers} speakers")
+    if args.noise is not None and not -120.0 <= args.noise <= 0.0:
+        raise UserError("--noise is a level in dBFS: use -120 to 0 (e.g. -30)")
     room = _room()
-    room.up(speakers=args.speakers, seed=args.seed, latencies_ms=latencies, quantum=args.quantum)
+    room.up(
+        speakers=args.speakers,
+        seed=args.seed,
+        latencies_ms=latencies,
+        quantum=args.quantum,
+        noise_db=args.noise,
+        reflections=args.reflections,
+    )
     print(f"room up in {room.root} with {len(room.speakers)} speakers; point clients at it with:")
     print('  eval "$(pwgroup sim env)"')
     return EXIT_OK
@@ -405,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     su.add_argument("--seed", type=int, default=1)
     su.add_argument("--latencies", metavar="MS,MS,...", help="hidden latencies instead of seeded random ones")
     su.add_argument("--quantum", type=int, default=None)
+    su.add_argument("--noise", type=float, default=None, metavar="DB", help="white noise at the mic, dBFS RMS")
+    su.add_argument("--reflections", action="store_true", help="2-4 delayed, attenuated copies per speaker")
     su.set_defaults(run=cmd_sim_up)
     sim.add_parser("down", help="stop the room and remove all it made").set_defaults(run=cmd_sim_down)
     sim.add_parser("env", help="print the environment that points clients at the room").set_defaults(run=cmd_sim_env)

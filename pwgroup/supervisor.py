@@ -6,6 +6,8 @@ twice does nothing the second time and a restart converges to the same graph.
 
 from __future__ import annotations
 
+import asyncio
+
 from pwgroup.graph import Backend, layout
 from pwgroup.model import (
     Action,
@@ -100,8 +102,12 @@ async def converge(backend: Backend, desired: GroupSpec | None, name: str, passe
         actions = reconcile(desired, await backend.refresh(), name)
         if not actions:
             return taken
+        # Delay changes touch one member each and mostly wait for their line to fill: run them side by side.
+        delays = [a for a in actions if isinstance(a, SetDelay)]
         for action in actions:
-            await execute(backend, action)
+            if not isinstance(action, SetDelay):
+                await execute(backend, action)
+        await asyncio.gather(*(execute(backend, a) for a in delays))
         taken += actions
         await backend.settle()
     left = reconcile(desired, await backend.refresh(), name)

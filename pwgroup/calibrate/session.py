@@ -23,8 +23,9 @@ from pwgroup.graph import layout
 from pwgroup.graph.capture import Player, Recorder
 from pwgroup.model import Graph, GroupSpec, MemberSpec, Node, UserError
 
-MAX_STAGGER_S = 0.5
-TAIL_S = 0.6  # the slowest speaker we expect to hear (latency), after the last stagger
+MAX_STAGGER_S = 0.5  # pass 1: each member's window; the spread of latencies (plus echoes) must fit in it
+VERIFY_STAGGER_S = 0.15  # pass 2: members are aligned by then, so a window only holds their echoes
+SWEEP_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class MemberResult:
     latency_ms: float | None
     delay_ms: float | None  # the delay applied afterwards
     snr_db: float | None
+    residual_ms: float | None  # verification: arrival against the group's median after alignment
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,17 @@ class Report:
                     "latency_ms": num(m.latency_ms),
                     "delay_ms": num(m.delay_ms),
                     "confidence_db": num(m.snr_db, 1),
+                    "residual_ms": num(m.residual_ms, 4),
                 }
                 for m in self.members
             ],
+            "worst_residual_ms": num(self.worst_residual_ms, 4),
         }
+
+    @property
+    def worst_residual_ms(self) -> float | None:
+        found = [m.residual_ms for m in self.members if m.residual_ms is not None]
+        return max(found) - min(found) if found else None
 
 
 def find_microphone(graph: Graph, key: str | None) -> Node:
@@ -97,7 +106,7 @@ def solve(latencies: Mapping[str, float]) -> dict[str, float]:
 
 
 async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: Any) -> Report:
-    """Measure every present member of `group` and align them; `converge(desired)` applies a GroupSpec."""
+    """Measure every present member of `group`, align them, and verify; `converge(desired)` applies a spec."""
     t0 = time.monotonic()
     graph = be.graph
     mic = find_microphone(graph, mic_key)
@@ -108,50 +117,73 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
     if not present:
         raise UserError(f"no speaker of group {group.name!r} is connected: nothing to calibrate")
     rate = layout.graph_rate(graph)
-    stagger_s = stagger_for(len(present))
     old = {m.speaker: m.delay_ms for m in group.members}
-    staggered = tuple(
-        MemberSpec(m.speaker, present.index(m.speaker) * stagger_s * 1000 if m.speaker in present else m.delay_ms)
-        for m in group.members
-    )
-    await converge(GroupSpec(group.name, group.description, staggered))
+
+    def with_delays(delays: Mapping[str, float]) -> GroupSpec:
+        members = tuple(MemberSpec(m.speaker, delays.get(m.speaker, old[m.speaker])) for m in group.members)
+        return GroupSpec(group.name, group.description, members)
+
+    # Pass 1: member i delayed by i x stagger alone, so its arrival falls in window i.
+    stagger = stagger_for(len(present))
+    offsets = {k: i * stagger for i, k in enumerate(present)}
     try:
-        arrivals, step = await _measure(be, state.sink, mic, present, stagger_s, rate)
+        await converge(with_delays({k: v * 1000 for k, v in offsets.items()}))
+        arrivals = await _measure(be, state.sink, mic, [(offsets[k], stagger) for k in present], rate)
     except BaseException:
         await converge(group)  # back to the delays we found
         raise
-    latencies = {
-        key: (a.samples - i * step) * 1000.0 / rate
-        for i, (key, a) in enumerate(zip(present, arrivals, strict=True))
-        if a.ok
-    }
+    found = dict(zip(present, arrivals, strict=True))
+    latencies = {k: a.samples * 1000.0 / rate - offsets[k] * 1000 for k, a in found.items() if a.ok}
     delays = solve(latencies) if latencies else {}
-    final = tuple(MemberSpec(m.speaker, delays.get(m.speaker, old[m.speaker])) for m in group.members)
-    await converge(GroupSpec(group.name, group.description, final))
+
+    # Pass 2, verification: the new delays plus a small known stagger; every arrival should sit at
+    # target + stagger. What it measures is what the group now does, not what was configured.
+    residuals: dict[str, float] = {}
+    if delays:
+        heard = [k for k in present if k in delays]
+        target = max(latencies.values()) / 1000
+        offsets2 = {k: i * VERIFY_STAGGER_S for i, k in enumerate(heard)}
+        try:
+            await converge(with_delays({k: delays[k] + offsets2[k] * 1000 for k in heard}))
+            windows = [(target + offsets2[k] - VERIFY_STAGGER_S / 2, VERIFY_STAGGER_S) for k in heard]
+            check = dict(zip(heard, await _measure(be, state.sink, mic, windows, rate), strict=True))
+        finally:
+            await converge(with_delays(delays))
+        ends = {k: a.samples * 1000.0 / rate - offsets2[k] * 1000 for k, a in check.items() if a.ok}
+        if ends:
+            mid = float(np.median(list(ends.values())))
+            residuals = {k: v - mid for k, v in ends.items()}
     results = []
     for m in group.members:
         if m.speaker not in present:
-            results.append(MemberResult(m.speaker, "absent", None, old[m.speaker], None))
+            results.append(MemberResult(m.speaker, "absent", None, old[m.speaker], None, None))
             continue
-        a = arrivals[present.index(m.speaker)]
+        a = found[m.speaker]
         results.append(
-            MemberResult(m.speaker, a.status, latencies.get(m.speaker), delays.get(m.speaker, old[m.speaker]), a.snr_db)
+            MemberResult(
+                m.speaker,
+                a.status,
+                latencies.get(m.speaker),
+                delays.get(m.speaker, old[m.speaker]),
+                a.snr_db,
+                residuals.get(m.speaker),
+            )
         )
     return Report(group.name, mic.name, tuple(results), time.monotonic() - t0)
 
 
-async def _measure(
-    be: Any, sink: Node, mic: Node, present: list[str], stagger_s: float, rate: int
-) -> tuple[list[estimator.Arrival], int]:
+async def _measure(be: Any, sink: Node, mic: Node, windows_s: list[tuple[float, float]], rate: int) -> list[Any]:
+    """Play one sweep into `sink` and return the first arrival in each (start, length) lag window, seconds."""
     graph = be.graph
     # A virtual source's capture ports may carry port.monitor; any output of a Source node is its capture.
     mic_port = graph.ports_of(mic.id, "out", monitor=True) or graph.ports_of(mic.id, "out", monitor=False)
     monitor = graph.ports_of(sink.id, "out", monitor=True)
     if not mic_port or not monitor:
         raise UserError(f"microphone {mic.name[:60]!r} has no capture port: is it in use or broken?")
-    signal = estimator.sweep(0.5, rate)
+    signal = estimator.sweep(SWEEP_S, rate)
     lead = int(0.1 * rate)
-    play = np.zeros(lead + len(signal) + int(((len(present) - 1) * stagger_s + TAIL_S) * rate))
+    last = max(start + length for start, length in windows_s)
+    play = np.zeros(lead + len(signal) + int((last + 0.1) * rate))
     play[lead : lead + len(signal)] = signal
     recording = await asyncio.to_thread(_play_and_record, be.env, sink.name, mic_port[0].id, monitor[0].id, play)
     reference, heard = recording[:, 1], recording[:, 0]
@@ -159,9 +191,8 @@ async def _measure(
         raise UserError("the calibration sweep never reached the group sink: is the sink suspended or broken?")
     if not np.any(np.abs(heard) > 1e-6):
         raise UserError(f"microphone {mic.name[:60]!r} recorded silence: is it muted or unplugged?")
-    step = round(stagger_s * rate)
-    windows = [(i * step, (i + 1) * step) for i in range(len(present))]
-    return estimator.measure(reference, heard, windows, rate), step
+    windows = [(max(0, round(start * rate)), round((start + length) * rate)) for start, length in windows_s]
+    return estimator.measure(reference, heard, windows, rate)
 
 
 def _play_and_record(env: Mapping[str, str], sink: str, mic_port: int, monitor_port: int, frames: Any) -> Any:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from pwgroup.sim.server import PrivateServer, default_root
 RATE = 48000
 ROOM_STATE = "room.json"
 MIC_NAME = "pwgroup-sim.mic"
+NOISE_NAME = "pwgroup-sim.noise"
 SIM_GROUP = "pwgroup-sim"
 MODELS = (
     ("JBL Flip 6", "sbc"),
@@ -49,6 +51,7 @@ class SimSpeaker:
     codec: str
     latency_samples: int
     gain: float
+    reflections: list[tuple[float, float]] = field(default_factory=list)  # (ms after direct, relative gain)
 
     @property
     def node_name(self) -> str:
@@ -104,6 +107,13 @@ def speaker_config(spk: SimSpeaker, ir_path: Path) -> str:
         },
     }
     return filter_chain_process_config(args)
+
+
+def _reflections(rng: random.Random) -> list[tuple[float, float]]:
+    return [
+        (round(rng.uniform(2.0, 25.0), 2), round(rng.uniform(0.2, 0.6) * rng.choice((-1, 1)), 3))
+        for _ in range(rng.randint(2, 4))
+    ]
 
 
 class Room:
@@ -200,7 +210,11 @@ class Room:
         latencies_ms: list[float] | None = None,
         descriptions: list[str] | None = None,
         quantum: int | None = None,
+        noise_db: float | None = None,
+        reflections: bool = False,
     ) -> None:
+        """Start (or attach to) the room. `noise_db`: white noise at the microphone, in dBFS RMS.
+        `reflections`: each speaker's path gets 2-4 seeded, delayed, attenuated copies (a living room)."""
         if not self.server.up:
             # A room whose server is gone is rebuilt from scratch, not half-attached to.
             self.speakers = []
@@ -209,6 +223,8 @@ class Room:
         if quantum:
             self.set_quantum(quantum)
         self._ensure_mic()
+        if noise_db is not None:
+            self.set_noise(noise_db)
         if self.speakers:
             return
         rng = random.Random(seed)
@@ -222,6 +238,7 @@ class Room:
                 codec=codec,
                 latency_samples=round(latency * RATE / 1000.0),
                 gain=round(rng.uniform(0.5, 1.0), 3),
+                reflections=_reflections(rng) if reflections else [],
             )
             self.speakers.append(spk)
             self._save()
@@ -268,9 +285,21 @@ class Room:
             self.pw_cli("create-node", "adapter", spajson.dumps(props))
         self._node_with_ports(MIC_NAME, "in")
 
+    def set_noise(self, level_db: float | None) -> None:
+        """White noise at the microphone at `level_db` dBFS RMS; None for silence."""
+        self.server.kill("noise")
+        if level_db is None:
+            return
+        self.server.spawn("noise", [sys.executable, "-m", "pwgroup.sim.noise", str(level_db), NOISE_NAME])
+        self._node_with_ports(NOISE_NAME, "out")
+        self.link_nodes(NOISE_NAME, MIC_NAME)
+
     def _build_speaker(self, spk: SimSpeaker) -> None:
-        ir = np.zeros(spk.latency_samples + 1)
+        tail = max((round(d * RATE / 1000) for d, _ in spk.reflections), default=0)
+        ir = np.zeros(spk.latency_samples + tail + 1)
         ir[spk.latency_samples] = spk.gain
+        for delay_ms, rel in spk.reflections:
+            ir[spk.latency_samples + round(delay_ms * RATE / 1000)] += spk.gain * rel
         ir_path = self.root / "ir" / f"{spk.index}.wav"
         write_wav(ir_path, ir)
         (self.root / "ir" / f"speaker-{spk.index}.conf").write_text(speaker_config(spk, ir_path))

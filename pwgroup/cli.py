@@ -16,7 +16,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from pwgroup import __version__
-from pwgroup.model import EXIT_OK, EXIT_USER, GroupSpec, MemberSpec, PwgroupError, UserError, check_group_name
+from pwgroup.model import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USER,
+    GroupSpec,
+    MemberSpec,
+    PwgroupError,
+    UserError,
+    check_group_name,
+)
 
 MAX_DELAY_MS = 1900.0
 # pw-cli 0.3.65 copies its arguments into a 4 KiB stack buffer; the sink's properties must stay well inside.
@@ -253,6 +262,15 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
             f"pwgroup: not calibrated (kept their delay): {', '.join(safe_text(s, 40) for s in skipped)}",
             file=sys.stderr,
         )
+    if not report.verified:
+        worst = report.worst_residual_ms
+        spread = "could not be measured" if worst is None else f"are still {worst:.1f} ms apart"
+        print(
+            f"pwgroup: verification failed: the speakers {spread}; check the microphone's placement and run "
+            "calibrate again",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 

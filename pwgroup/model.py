@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 # Exit codes shared by the CLI and the daemon.
 EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran but its result did not hold (e.g. calibration failed verification)
 EXIT_USER = 2
 EXIT_UNREACHABLE = 3
 

@@ -26,6 +26,7 @@ from pwgroup.model import Graph, GroupSpec, MemberSpec, Node, UserError
 MAX_STAGGER_S = 0.5  # pass 1: each member's window; the spread of latencies (plus echoes) must fit in it
 VERIFY_STAGGER_S = 0.15  # pass 2: members are aligned by then, so a window only holds their echoes
 SWEEP_S = 0.5
+VERIFY_TOLERANCE_MS = 1.0  # a verified spread wider than this means a member was misheard
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         def num(x: float | None, nd: int = 3) -> float | None:
-            return None if x is None or not math.isfinite(x) else round(x, nd)
+            return None if x is None or not math.isfinite(x) else round(float(x), nd)
 
         return {
             "group": self.group,
@@ -66,12 +67,18 @@ class Report:
                 for m in self.members
             ],
             "worst_residual_ms": num(self.worst_residual_ms, 4),
+            "verified": self.verified,
         }
+
+    @property
+    def verified(self) -> bool:
+        worst = self.worst_residual_ms
+        return worst is not None and bool(worst <= VERIFY_TOLERANCE_MS)
 
     @property
     def worst_residual_ms(self) -> float | None:
         found = [m.residual_ms for m in self.members if m.residual_ms is not None]
-        return max(found) - min(found) if found else None
+        return float(max(found) - min(found)) if found else None
 
 
 def find_microphone(graph: Graph, key: str | None) -> Node:

@@ -24,7 +24,7 @@ LINE_A = "dA:Delay (s)"
 LINE_B = "dB:Delay (s)"
 GAIN_A = "mix:Gain 1"
 GAIN_B = "mix:Gain 2"
-MAX_DELAY_S = 2.0
+MAX_DELAY_S = 4.0  # delay line length: user delays stay under 1.9 s; calibration staggers 8 members by 0.5 s
 DEFAULT_RATE = 48000
 
 

@@ -23,14 +23,14 @@ $(VENV)/.installed: pyproject.toml
 
 setup: debs $(VENV)/.installed
 
-# The virtual room with three fake speakers and one group over them; it keeps running afterwards.
+# The virtual room with three fake speakers and one group over them, calibrated by its microphone; it keeps running.
 demo: setup
 	$(VENV)/bin/pwgroup sim up --speakers 3
 	@eval "$$($(VENV)/bin/pwgroup sim env)"; \
 	$(VENV)/bin/pwgroup group delete living-room >/dev/null 2>&1; \
 	$(VENV)/bin/pwgroup group create living-room AA:BB:CC:00:00:01 AA:BB:CC:00:00:02 AA:BB:CC:00:00:03 \
 		--description "Living room (3 speakers)" && \
-	$(VENV)/bin/pwgroup delay set living-room AA:BB:CC:00:00:02 37.5 && \
+	$(VENV)/bin/pwgroup calibrate living-room && echo && \
 	$(VENV)/bin/pwgroup status && echo && pactl list short sinks && echo && \
 	echo 'The room is running. Try: eval "$$(.venv/bin/pwgroup sim env)"; pactl list sinks; make demo-down to stop it.'
 

@@ -266,8 +266,8 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
         worst = report.worst_residual_ms
         spread = "could not be measured" if worst is None else f"are still {worst:.1f} ms apart"
         print(
-            f"pwgroup: verification failed: the speakers {spread}; check the microphone's placement and run "
-            "calibrate again",
+            f"pwgroup: verification failed: the speakers {spread}, so the previous delays were kept; check the "
+            "microphone's placement and run calibrate again",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -10,6 +10,7 @@ stagger. Delays are then set to (slowest latency - own latency); members not hea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -45,6 +46,7 @@ class Report:
     microphone: str
     members: tuple[MemberResult, ...]
     seconds: float
+    applied: bool = True  # False: verification failed and the previous delays were put back
 
     def as_dict(self) -> dict[str, Any]:
         def num(x: float | None, nd: int = 3) -> float | None:
@@ -68,6 +70,7 @@ class Report:
             ],
             "worst_residual_ms": num(self.worst_residual_ms, 4),
             "verified": self.verified,
+            "applied": self.applied,
         }
 
     @property
@@ -176,7 +179,13 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
                 residuals.get(m.speaker),
             )
         )
-    return Report(group.name, mic.name, tuple(results), time.monotonic() - t0)
+    report = Report(group.name, mic.name, tuple(results), time.monotonic() - t0)
+    if not report.verified:
+        # What was heard after alignment contradicts pass 1: keep the delays the group had.
+        await converge(group)
+        restored = tuple(dataclasses.replace(m, delay_ms=old[m.speaker]) for m in report.members)
+        report = Report(group.name, mic.name, restored, time.monotonic() - t0, applied=False)
+    return report
 
 
 async def _measure(be: Any, sink: Node, mic: Node, windows_s: list[tuple[float, float]], rate: int) -> list[Any]:

@@ -18,6 +18,7 @@ from pwgroup.model import (
     GroupSpec,
     LinkPorts,
     MemberSpec,
+    MemberState,
     SetDelay,
     StartMember,
     StopMember,
@@ -33,8 +34,7 @@ def reconcile(desired: GroupSpec | None, graph: Graph, name: str) -> list[Action
 
     for old in state.members:
         if old.speaker not in wanted:
-            ids = tuple(n.id for n in (old.in_node, old.out_node) if n is not None)
-            actions.append(StopMember(name, old.speaker, old.pid, ids))
+            actions.append(_stop(name, old))
     if desired is None:
         if state.sink is not None:
             actions.append(DestroySink(name, state.sink.id))
@@ -51,8 +51,7 @@ def reconcile(desired: GroupSpec | None, graph: Graph, name: str) -> list[Action
             continue
         if member.in_node is None or member.out_node is None:
             # Half an element is no element: stop it, the next pass starts a whole one.
-            ids = tuple(n.id for n in (member.in_node, member.out_node) if n is not None)
-            actions.append(StopMember(name, member.speaker, member.pid, ids))
+            actions.append(_stop(name, member))
             continue
         feeds = [(state.sink.id, member.in_node.id, True)]
         if member.speaker_node is not None:
@@ -75,6 +74,11 @@ def reconcile(desired: GroupSpec | None, graph: Graph, name: str) -> list[Action
         if have_ms is not None and layout.delay_samples(have_ms, rate) != want:
             actions.append(SetDelay(name, spec.speaker, member.in_node.id, want * 1000.0 / rate))
     return actions
+
+
+def _stop(name: str, member: MemberState) -> StopMember:
+    ids = tuple(n.id for n in (member.in_node, member.out_node) if n is not None)
+    return StopMember(name, member.speaker, member.pid, ids)
 
 
 async def execute(backend: Backend, action: Action) -> None:

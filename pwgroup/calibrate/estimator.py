@@ -166,9 +166,8 @@ def first_arrival(
     level_db = 20 * math.log10(peak) if peak > 0 else -math.inf
     if snr_db < min_snr_db:
         return Arrival("not-heard", math.nan, snr_db, level_db)
-    # The earliest lobe within first_db of the strongest that also clears the noise with the same margin.
-    # An early lobe must also stand EARLY_DB out of the noise (noise envelopes have long tails); the strongest
-    # lobe always qualifies.
+    # The earliest lobe within first_db of the strongest that also stands EARLY_DB out of the noise (noise
+    # envelopes have long tails); the strongest lobe always qualifies.
     threshold = min(peak, max(peak * 10 ** (-first_db / 20), noise * 10 ** (EARLY_DB / 20)))
     above = np.flatnonzero(env >= threshold)
     # The arrival's main lobe: its shoulders may ripple, so take the top within LOBE of the first crossing.

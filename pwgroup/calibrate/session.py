@@ -143,7 +143,7 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
         await converge(group)  # back to the delays we found
         raise
     found = dict(zip(present, arrivals, strict=True))
-    latencies = {k: a.samples * 1000.0 / rate - offsets[k] * 1000 for k, a in found.items() if a.ok}
+    latencies = {k: a.ms(rate) - offsets[k] * 1000 for k, a in found.items() if a.ok}
     delays = solve(latencies) if latencies else {}
 
     # Pass 2, verification: the new delays plus a small known stagger; every arrival should sit at
@@ -159,7 +159,7 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
             check = dict(zip(heard, await _measure(be, state.sink, mic, windows, rate), strict=True))
         finally:
             await converge(with_delays(delays))
-        ends = {k: a.samples * 1000.0 / rate - offsets2[k] * 1000 for k, a in check.items() if a.ok}
+        ends = {k: a.ms(rate) - offsets2[k] * 1000 for k, a in check.items() if a.ok}
         if ends:
             mid = float(np.median(list(ends.values())))
             residuals = {k: v - mid for k, v in ends.items()}
@@ -188,7 +188,9 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
     return report
 
 
-async def _measure(be: Any, sink: Node, mic: Node, windows_s: list[tuple[float, float]], rate: int) -> list[Any]:
+async def _measure(
+    be: Any, sink: Node, mic: Node, windows_s: list[tuple[float, float]], rate: int
+) -> list[estimator.Arrival]:
     """Play one sweep into `sink` and return the first arrival in each (start, length) lag window, seconds."""
     graph = be.graph
     # A virtual source's capture ports may carry port.monitor; any output of a Source node is its capture.

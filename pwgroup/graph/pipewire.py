@@ -192,7 +192,7 @@ class PipeWireBackend:
             left = deadline - time.monotonic()
             if left <= 0 or not self.alive:
                 # Before giving up, ask the server afresh: the watcher may be behind (or dead).
-                fresh = pwdump.parse(await run([tool("pw-dump"), "-N"], env=self.env, timeout=10.0))
+                fresh = pwdump.parse(await run(["pw-dump", "-N"], env=self.env, timeout=10.0))
                 if check(fresh):
                     log.warning("pw-dump monitor was behind while waiting for %s; took a fresh dump", what)
                     self._graph = fresh

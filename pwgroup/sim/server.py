@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pwgroup.graph import pwdump
+from pwgroup.graph.capture import dump_graph
 from pwgroup.graph.proc import cmdline, pipewire_config_of, process_alive, tool
 from pwgroup.model import PwgroupError
 
@@ -143,11 +143,8 @@ class PrivateServer:
         (scripts / "suspend-node.lua").write_bytes(SUSPEND_FIX.read_bytes())
 
     def _session_manager_ready(self) -> bool:
-        out = subprocess.run(
-            [tool("pw-dump")], env=self.env, capture_output=True, text=True, timeout=10, check=False
-        ).stdout
         try:
-            graph = pwdump.parse(out)
+            graph = dump_graph(self.env)
         except ValueError:
             return False
         return any(c.get("application.name") == "WirePlumber" for c in graph.clients.values())

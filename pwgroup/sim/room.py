@@ -6,6 +6,7 @@ convolver (latency and gain live in an impulse-response file, never in graph nam
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
 
 from pwgroup.graph import layout, spajson
 from pwgroup.graph.capture import dump_graph, write_wav
@@ -29,6 +32,10 @@ ROOM_STATE = "room.json"
 MIC_NAME = "pwgroup-sim.mic"
 NOISE_NAME = "pwgroup-sim.noise"
 SIM_GROUP = "pwgroup-sim"
+BLUEZ_KEY = "bluez"
+BLUEZ_READY = "bluez.ready"
+SIM_CONTROL_NAME = "org.pwgroup.SimBluez"
+SIM_CONTROL_PATH = "/org/pwgroup/sim"
 MODELS = (
     ("JBL Flip 6", "sbc"),
     ("Sony SRS-XB13", "aac"),
@@ -114,6 +121,24 @@ def _reflections(rng: random.Random) -> list[tuple[float, float]]:
         (round(rng.uniform(2.0, 25.0), 2), round(rng.uniform(0.2, 0.6) * rng.choice((-1, 1)), 3))
         for _ in range(rng.randint(2, 4))
     ]
+
+
+async def _control_call(env: dict[str, str], method: str, signature: str, body: list[Any]) -> None:
+    bus = await MessageBus(bus_address=env["DBUS_SYSTEM_BUS_ADDRESS"]).connect()
+    try:
+        msg = Message(
+            destination=SIM_CONTROL_NAME,
+            path=SIM_CONTROL_PATH,
+            interface=SIM_CONTROL_NAME,
+            member=method,
+            signature=signature,
+            body=body,
+        )
+        reply = await asyncio.wait_for(bus.call(msg), 30.0)
+        if reply.message_type == MessageType.ERROR:
+            raise PwgroupError(f"fake BlueZ {method} failed: {reply.error_name} {reply.body}")
+    finally:
+        bus.disconnect()
 
 
 class Room:
@@ -225,8 +250,18 @@ class Room:
         self._ensure_mic()
         if noise_db is not None:
             self.set_noise(noise_db)
-        if self.speakers:
-            return
+        if not self.speakers:
+            self._build_speakers(speakers, seed, latencies_ms, descriptions, reflections)
+        self.start_bluez()
+
+    def _build_speakers(
+        self,
+        speakers: int,
+        seed: int,
+        latencies_ms: list[float] | None,
+        descriptions: list[str] | None,
+        reflections: bool,
+    ) -> None:
         rng = random.Random(seed)
         for i in range(speakers):
             model, codec = MODELS[i % len(MODELS)]
@@ -333,9 +368,34 @@ class Room:
             ports.append(graph.ports_of(node.id, "out")[0].id)
         return ports
 
+    # ------------------------------------------------------------ the fake org.bluez
+    def start_bluez(self) -> None:
+        """Start the fake org.bluez on the room's system bus (no-op when it runs); returns once it answers."""
+        if self.server.running(BLUEZ_KEY):
+            return
+        ready = self.root / BLUEZ_READY
+        ready.unlink(missing_ok=True)
+        self.server.spawn(BLUEZ_KEY, [sys.executable, "-m", "pwgroup.sim.fakebluez", str(self.root)])
+        deadline = time.monotonic() + 10.0
+        while not ready.exists():
+            if time.monotonic() > deadline or not self.server.running(BLUEZ_KEY):
+                raise PwgroupError(f"the fake BlueZ did not start: see {self.root}/log/{BLUEZ_KEY}.log")
+            time.sleep(0.02)
+
+    def stop_bluez(self) -> None:
+        """Kill the fake BlueZ (as if bluetoothd crashed); speakers keep their nodes."""
+        self.server.kill(BLUEZ_KEY)
+        (self.root / BLUEZ_READY).unlink(missing_ok=True)
+
+    def bluez_control(self, method: str, *args: str | int) -> None:
+        """Script the fake BlueZ: SetFault(address, ''|'auth'|'page-timeout'), OutOfRange(address),
+        InRange(address), SetBattery(address, percent)."""
+        signature = "".join("s" if isinstance(a, str) else "y" for a in args)
+        asyncio.run(_control_call(self.env, method, signature, list(args)))
+
     def down(self) -> None:
         """Remove everything the room made: every process it started, its sockets and files."""
         self.server.stop()
-        for name in (ROOM_STATE,):
+        for name in (ROOM_STATE, BLUEZ_READY):
             (self.root / name).unlink(missing_ok=True)
         self.speakers = []

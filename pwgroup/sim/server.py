@@ -1,4 +1,4 @@
-"""A private PipeWire session (dbus-daemon, pipewire, wireplumber, pipewire-pulse) in its own runtime dir.
+"""A private PipeWire session (dbus-daemons, pipewire, wireplumber, pipewire-pulse) in its own runtime dir.
 
 It never touches the user's session: every socket, config and state file lives under one folder.
 """
@@ -14,12 +14,14 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
 from pwgroup.graph.capture import dump_graph
 from pwgroup.graph.proc import cmdline, pipewire_config_of, process_alive, tool
 from pwgroup.model import PwgroupError
 
 PIDS_FILE = "pids.json"
+SYSTEM_BUS = "system_bus"
 SUSPEND_FIX = Path(__file__).resolve().parent.parent / "data" / "suspend-node.lua"
 
 
@@ -40,6 +42,8 @@ def server_env(root: Path, base: dict[str, str] | None = None) -> dict[str, str]
             "PULSE_RUNTIME_PATH": str(root / "pulse"),
             "PULSE_SERVER": f"unix:{root / 'pulse' / 'native'}",
             "DBUS_SESSION_BUS_ADDRESS": f"unix:path={root / 'bus'}",
+            # The room's own system bus, where its fake org.bluez lives; the machine's is never touched.
+            "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={root / SYSTEM_BUS}",
             "XDG_CONFIG_HOME": str(root / "config"),
             "XDG_STATE_HOME": str(root / "state"),
             "XDG_DATA_HOME": str(root / "data"),
@@ -47,6 +51,26 @@ def server_env(root: Path, base: dict[str, str] | None = None) -> dict[str, str]
     )
     env.pop("PIPEWIRE_REMOTE", None)
     return env
+
+
+def system_bus_config(root: Path) -> str:
+    """A dbus-daemon config for a private system bus: system type, one socket under `root`, anyone may
+    own names and call anything (it is only reachable through a 0700 folder)."""
+    socket = xml_escape(str(root / SYSTEM_BUS))
+    return f"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+"""
 
 
 def _wait(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -129,6 +153,12 @@ class PrivateServer:
             ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address=unix:path={self.root / 'bus'}"],
         )
         _wait(lambda: (self.root / "bus").exists(), 10, "dbus-daemon made no socket")
+        (self.root / "config" / "system-bus.conf").write_text(system_bus_config(self.root))
+        self.spawn(
+            "system-dbus",
+            ["dbus-daemon", f"--config-file={self.root / 'config' / 'system-bus.conf'}", "--nofork", "--nopidfile"],
+        )
+        _wait(lambda: (self.root / SYSTEM_BUS).exists(), 10, "the system dbus-daemon made no socket")
         self.spawn("pipewire", ["pipewire"])
         _wait(lambda: (self.root / "pipewire-0").exists(), 10, "pipewire made no socket")
         self.spawn("wireplumber", ["wireplumber"])
@@ -162,7 +192,14 @@ class PrivateServer:
             _terminate(pid, 3.0)
         for key in reversed(list(self._pids())):
             self.kill(key)
-        for leftover in ("bus", "pipewire-0", "pipewire-0.lock", "pipewire-0-manager", "pipewire-0-manager.lock"):
+        for leftover in (
+            "bus",
+            SYSTEM_BUS,
+            "pipewire-0",
+            "pipewire-0.lock",
+            "pipewire-0-manager",
+            "pipewire-0-manager.lock",
+        ):
             with contextlib.suppress(OSError):
                 (self.root / leftover).unlink()
         shutil.rmtree(self.root / "pulse", ignore_errors=True)
@@ -192,7 +229,8 @@ def _terminate(pid: int, timeout: float) -> None:
             if done == pid:
                 return
         except ChildProcessError:
-            if not process_alive(pid):
+            # Not our child (another process of the room started it): it is gone once it is a zombie.
+            if not process_alive(pid) or _zombie(pid):
                 return
         time.sleep(0.01)
     try:
@@ -200,3 +238,10 @@ def _terminate(pid: int, timeout: float) -> None:
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

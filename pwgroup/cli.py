@@ -239,7 +239,13 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
     be = await _backend()
     try:
         group = _need(desired_from_graph(be.graph, name), name)
-        report = await calibrate(be, group, args.mic, lambda desired: converge(be, desired, name))
+        report = await calibrate(
+            be,
+            group,
+            args.mic,
+            lambda desired, at_once=False: converge(be, desired, name, at_once=at_once),
+            fast=args.fast,
+        )
     finally:
         await be.close()
     if args.json:
@@ -422,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("calibrate", help="measure each speaker with a microphone and align the group")
     ca.add_argument("name")
     ca.add_argument("--mic", metavar="SOURCE", help="microphone node name or id (default: the only one)")
+    ca.add_argument("--fast", action="store_true", help="measure all speakers at once, each with its own probe")
     ca.add_argument("--json", action="store_true")
     ca.set_defaults(run=cmd_calibrate)
 

@@ -81,7 +81,8 @@ def _stop(name: str, member: MemberState) -> StopMember:
     return StopMember(name, member.speaker, member.pid, ids)
 
 
-async def execute(backend: Backend, action: Action) -> None:
+async def execute(backend: Backend, action: Action, at_once: bool = False) -> None:
+    """Carry out one action; `at_once` makes delay changes skip the glitch-free line fill (calibration)."""
     match action:
         case CreateSink(group):
             await backend.create_sink(group)
@@ -96,10 +97,12 @@ async def execute(backend: Backend, action: Action) -> None:
         case Unlink(link_id):
             await backend.unlink(link_id)
         case SetDelay(_, _, node_id, delay_ms):
-            await backend.set_delay(node_id, delay_ms)
+            await backend.set_delay(node_id, delay_ms, at_once=at_once)
 
 
-async def converge(backend: Backend, desired: GroupSpec | None, name: str, passes: int = 8) -> list[Action]:
+async def converge(
+    backend: Backend, desired: GroupSpec | None, name: str, passes: int = 8, at_once: bool = False
+) -> list[Action]:
     """Reconcile and execute until nothing is left to do; returns every action taken."""
     taken: list[Action] = []
     for _ in range(passes):
@@ -111,7 +114,7 @@ async def converge(backend: Backend, desired: GroupSpec | None, name: str, passe
         for action in actions:
             if not isinstance(action, SetDelay):
                 await execute(backend, action)
-        await asyncio.gather(*(execute(backend, a) for a in delays))
+        await asyncio.gather(*(execute(backend, a, at_once) for a in delays))
         taken += actions
         await backend.settle()
     left = reconcile(desired, await backend.refresh(), name)

@@ -68,3 +68,20 @@ def test_calibration_under_room_noise_still_aligns(cli, room: Room, group: str) 
     assert all(m["status"] == "ok" and m["confidence_db"] > 18 for m in members), members
     lags = arrivals(room, group, 3)
     assert max(lags) - min(lags) <= 2, lags
+
+
+def test_fast_calibration_measures_all_at_once_and_aligns(cli, room: Room, group: str) -> None:
+    cli("delay", "set", group, room.speakers[1].address, "75", check=True)
+    code, out, err = cli("calibrate", group, "--fast", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["method"] == "fast" and [m["status"] for m in report["members"]] == ["ok", "ok", "ok"]
+    hidden = [room.speakers[i].latency_samples * 1000 / RATE for i in range(3)]
+    measured = [m["latency_ms"] for m in report["members"]]
+    for i in (1, 2):
+        assert abs((measured[i] - measured[0]) - (hidden[i] - hidden[0])) < 0.05
+    assert report["verified"] is True and report["worst_residual_ms"] <= 0.05, report
+    lags = arrivals(room, group, 3)
+    assert max(lags) - min(lags) <= 2, lags
+    # The probes came and went: nothing of them is left in the graph.
+    assert not any(n.name.startswith("pwgroup-feed.") for n in room.dump().nodes.values())

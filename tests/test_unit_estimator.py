@@ -85,3 +85,24 @@ def test_sweep_stays_in_band() -> None:
     freqs = np.fft.rfftfreq(1 << 16, 1 / RATE)
     outside = spec[(freqs > 16000)].sum() / spec.sum()
     assert outside < 1e-4 and np.max(np.abs(X)) <= 0.5 + 1e-6
+
+
+def test_probes_measured_at_once_each_find_their_own_speaker() -> None:
+    # Three speakers play their own probe at the same time; one recording; each found by its reference.
+    delays, gains = [4800.25, 9000.5, 12345.75], [0.5, 0.3, 0.6]
+    length = RATE // 2 + 16000
+    refs = [np.concatenate([est.probe(0.5, seed=i + 1), np.zeros(length - RATE // 2)]) for i in range(3)]
+    heard = sum(
+        g * est.fractional_delay(r[: RATE // 2], d, length) for r, d, g in zip(refs, delays, gains, strict=True)
+    )
+    heard = heard + np.random.default_rng(3).normal(0.0, 0.05, length)
+    for ref, d in zip(refs, delays, strict=True):
+        arrival = est.measure(ref, heard, [(0, length)])[0]
+        assert arrival.ok and abs(arrival.samples - d) < 0.25, (arrival, d)  # 5 µs: the others are noise here
+
+
+def test_probes_are_mutually_uncorrelated_and_low_crest() -> None:
+    a, b = est.probe(0.5, seed=1).astype(float), est.probe(0.5, seed=2).astype(float)
+    assert np.abs(est.impulse_response(a, b)).max() < 0.06  # vs 1.0 for a probe against itself
+    for x in (a, b):
+        assert np.abs(x).max() / np.sqrt(np.mean(x**2)) < 2.6  # plain Gaussian noise: about 4

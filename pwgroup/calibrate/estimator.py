@@ -65,6 +65,39 @@ def sweep(
     return (level * x).astype(np.float32)
 
 
+def probe(
+    duration: float = 0.5,
+    rate: int = RATE,
+    seed: int = 0,
+    f_low: float = F_LOW,
+    f_high: float = F_HIGH,
+    rms: float = 0.2,
+    fade: float = 0.01,
+) -> np.ndarray:
+    """A band-limited noise burst with a flat spectrum and a low crest factor, float32; each `seed` gives one
+    that is uncorrelated with the others, so several speakers can be measured at once, each by its own.
+
+    Random phases over a flat band, then a few rounds of clipping the peaks and restoring the flat magnitude
+    (the classic crest-factor reduction for multisines): louder for the same peak than plain noise.
+    """
+    n = round(duration * rate)
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    band = (freqs >= f_low) & (freqs <= f_high)
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0.0, 2 * math.pi, len(freqs))
+    x = np.zeros(n)
+    for _ in range(8):
+        x = np.fft.irfft(band * np.exp(1j * phase), n)
+        limit = 2.0 * float(np.sqrt(np.mean(x**2)))
+        phase = np.angle(np.fft.rfft(np.clip(x, -limit, limit), n))
+    x *= rms / float(np.sqrt(np.mean(x**2)))
+    nf = max(1, round(fade * rate))
+    ramp = 0.5 - 0.5 * np.cos(np.linspace(0.0, math.pi, nf))
+    x[:nf] *= ramp
+    x[-nf:] *= ramp[::-1]
+    return x.astype(np.float32)
+
+
 def _band_window(freqs: np.ndarray, f_low: float, f_high: float) -> np.ndarray:
     """1 inside [f_low, f_high], raised-cosine tapers of an octave below and a half octave above, 0 outside."""
     w = np.zeros_like(freqs)

@@ -21,12 +21,14 @@ import numpy as np
 
 from pwgroup.calibrate import estimator
 from pwgroup.graph import layout
-from pwgroup.graph.capture import Player, Recorder
+from pwgroup.graph.capture import Feeder, Player, Recorder
 from pwgroup.model import Graph, GroupSpec, MemberSpec, Node, UserError
 
 MAX_STAGGER_S = 0.5  # pass 1: each member's window; the spread of latencies (plus echoes) must fit in it
 VERIFY_STAGGER_S = 0.15  # pass 2: members are aligned by then, so a window only holds their echoes
 SWEEP_S = 0.5
+PROBE_S = 0.5  # fast mode: each member's own noise probe
+MAX_LATENCY_S = 0.6  # fast mode: the longest speaker latency looked for, beyond its current delay
 VERIFY_TOLERANCE_MS = 1.0  # a verified spread wider than this means a member was misheard
 
 
@@ -47,6 +49,7 @@ class Report:
     members: tuple[MemberResult, ...]
     seconds: float
     applied: bool = True  # False: verification failed and the previous delays were put back
+    method: str = "sweep"  # sweep: staggered through the group sink | fast: all at once | reported: a guess
 
     def as_dict(self) -> dict[str, Any]:
         def num(x: float | None, nd: int = 3) -> float | None:
@@ -55,7 +58,7 @@ class Report:
         return {
             "group": self.group,
             "microphone": self.microphone,
-            "method": "acoustic",
+            "method": self.method,
             "seconds": round(self.seconds, 2),
             "members": [
                 {
@@ -115,9 +118,14 @@ def solve(latencies: Mapping[str, float]) -> dict[str, float]:
     return {k: target - v for k, v in latencies.items()}
 
 
-async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: Any) -> Report:
-    """Measure every present member of `group`, align them, and verify; `converge(desired)` applies a spec."""
+async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: Any, fast: bool = False) -> Report:
+    """Measure every present member of `group`, align them, and verify.
+
+    `converge(desired, at_once=...)` applies a spec. `fast` measures all members at once, each with its own
+    uncorrelated probe fed straight into its delay element, instead of staggering one sweep through the group.
+    """
     t0 = time.monotonic()
+    method = "fast" if fast else "sweep"
     graph = be.graph
     mic = find_microphone(graph, mic_key)
     state = layout.observe_group(graph, group.name)
@@ -133,36 +141,33 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
         members = tuple(MemberSpec(m.speaker, delays.get(m.speaker, old[m.speaker])) for m in group.members)
         return GroupSpec(group.name, group.description, members)
 
-    # Pass 1: member i delayed by i x stagger alone, so its arrival falls in window i.
-    stagger = stagger_for(len(present))
-    offsets = {k: i * stagger for i, k in enumerate(present)}
-    try:
-        await converge(with_delays({k: v * 1000 for k, v in offsets.items()}))
-        arrivals = await _measure(be, state.sink, mic, [(offsets[k], stagger) for k in present], rate)
-    except BaseException:
-        await converge(group)  # back to the delays we found
-        raise
-    found = dict(zip(present, arrivals, strict=True))
-    latencies = {k: a.ms(rate) - offsets[k] * 1000 for k, a in found.items() if a.ok}
-    delays = solve(latencies) if latencies else {}
+    # Between sweeps nobody listens to the delay lines: move their taps at once instead of waiting for them
+    # to fill (up to 4 s), and put the group back as it was if anything goes wrong.
+    async def apply(delays: Mapping[str, float]) -> None:
+        await converge(with_delays(delays), at_once=True)
 
-    # Pass 2, verification: the new delays plus a small known stagger; every arrival should sit at
-    # target + stagger. What it measures is what the group now does, not what was configured.
     residuals: dict[str, float] = {}
-    if delays:
-        heard = [k for k in present if k in delays]
-        target = max(latencies.values()) / 1000
-        offsets2 = {k: i * VERIFY_STAGGER_S for i, k in enumerate(heard)}
-        try:
-            await converge(with_delays({k: delays[k] + offsets2[k] * 1000 for k in heard}))
-            windows = [(target + offsets2[k] - VERIFY_STAGGER_S / 2, VERIFY_STAGGER_S) for k in heard]
-            check = dict(zip(heard, await _measure(be, state.sink, mic, windows, rate), strict=True))
-        finally:
-            await converge(with_delays(delays))
-        ends = {k: a.ms(rate) - offsets2[k] * 1000 for k, a in check.items() if a.ok}
-        if ends:
-            mid = float(np.median(list(ends.values())))
-            residuals = {k: v - mid for k, v in ends.items()}
+    try:
+        if fast:
+            found, latencies = await _pass_fast(be, group.name, mic, present, rate)
+        else:
+            found, latencies = await _pass_staggered(be, apply, state.sink, mic, present, rate)
+        delays = solve(latencies) if latencies else {}
+        if delays:
+            if fast:
+                await apply(delays)
+                check, _ = await _pass_fast(be, group.name, mic, list(delays), rate)
+                ends = {k: a.ms(rate) for k, a in check.items() if a.ok}
+            else:
+                target = max(latencies.values())
+                ends = await _verify_staggered(be, apply, state.sink, mic, delays, target, rate)
+                await apply(delays)
+            if ends:
+                mid = float(np.median(list(ends.values())))
+                residuals = {k: v - mid for k, v in ends.items()}
+    except BaseException:
+        await converge(group, at_once=True)  # back to the delays we found
+        raise
     results = []
     for m in group.members:
         if m.speaker not in present:
@@ -179,13 +184,98 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
                 residuals.get(m.speaker),
             )
         )
-    report = Report(group.name, mic.name, tuple(results), time.monotonic() - t0)
+    report = Report(group.name, mic.name, tuple(results), time.monotonic() - t0, method=method)
     if not report.verified:
-        # What was heard after alignment contradicts pass 1: keep the delays the group had.
-        await converge(group)
+        # What was heard after alignment contradicts the measurement: keep the delays the group had.
+        await converge(group, at_once=True)
         restored = tuple(dataclasses.replace(m, delay_ms=old[m.speaker]) for m in report.members)
-        report = Report(group.name, mic.name, restored, time.monotonic() - t0, applied=False)
+        report = Report(group.name, mic.name, restored, time.monotonic() - t0, applied=False, method=method)
     return report
+
+
+async def _pass_staggered(
+    be: Any, apply: Any, sink: Node, mic: Node, present: list[str], rate: int
+) -> tuple[dict[str, estimator.Arrival], dict[str, float]]:
+    """Member i delayed by i x stagger alone, one sweep into the group sink: its arrival falls in window i."""
+    stagger = stagger_for(len(present))
+    offsets = {k: i * stagger for i, k in enumerate(present)}
+    await apply({k: v * 1000 for k, v in offsets.items()})
+    arrivals = await _measure(be, sink, mic, [(offsets[k], stagger) for k in present], rate)
+    found = dict(zip(present, arrivals, strict=True))
+    return found, {k: a.ms(rate) - offsets[k] * 1000 for k, a in found.items() if a.ok}
+
+
+async def _verify_staggered(
+    be: Any, apply: Any, sink: Node, mic: Node, delays: Mapping[str, float], target_ms: float, rate: int
+) -> dict[str, float]:
+    """The new delays plus a small known stagger, one more sweep: every arrival less its stagger should land
+    at `target_ms`. What it measures is what the group now does, not what was configured."""
+    heard = list(delays)
+    offsets = {k: i * VERIFY_STAGGER_S for i, k in enumerate(heard)}
+    await apply({k: delays[k] + offsets[k] * 1000 for k in heard})
+    windows = [(target_ms / 1000 + offsets[k] - VERIFY_STAGGER_S / 2, VERIFY_STAGGER_S) for k in heard]
+    check = dict(zip(heard, await _measure(be, sink, mic, windows, rate), strict=True))
+    return {k: a.ms(rate) - offsets[k] * 1000 for k, a in check.items() if a.ok}
+
+
+async def _pass_fast(
+    be: Any, group: str, mic: Node, members: list[str], rate: int
+) -> tuple[dict[str, estimator.Arrival], dict[str, float]]:
+    """All members at once: member i's delay element is fed its own uncorrelated probe (beside the group
+    monitor), and the recording holds the microphone and every probe, so each is found by its own reference.
+    Returns each arrival (from the element's input to the microphone) and the latency less the member's delay."""
+    await be.refresh()
+    graph = be.graph
+    state = {m.speaker: m for m in layout.observe_group(graph, group).members}
+    elements = [state[k].in_node for k in members]
+    if any(e is None for e in elements):
+        raise UserError(f"a member of group {group!r} lost its delay element: run 'pwgroup status' and retry")
+    delays_s = [float(state[k].delay_ms or 0.0) / 1000 for k in members]
+    mic_port = _capture_port(graph, mic)
+    reach = max(delays_s) + MAX_LATENCY_S
+    lead = round(0.05 * rate)
+    probes = np.zeros((lead + round((PROBE_S + reach + 0.05) * rate), len(members)), dtype=np.float32)
+    for i in range(len(members)):
+        probe = estimator.probe(PROBE_S, rate, seed=i + 1)
+        probes[lead : lead + len(probe), i] = probe
+    feeder = Feeder(be.env, len(members))
+    try:
+        ports = await asyncio.to_thread(feeder.start)
+        pairs = [(ports[i], q.id) for i, e in enumerate(elements) for q in graph.ports_of(e.id, "in")]  # type: ignore[union-attr]
+        await asyncio.gather(*(be.link(a, b) for a, b in pairs))
+        recording = await asyncio.to_thread(_record_feed, be.env, [mic_port, *ports], feeder, probes)
+    finally:
+        feeder.stop()
+    heard = recording[:, 0]
+    _check_heard(mic, heard)
+    found = {}
+    for i, k in enumerate(members):
+        reference = recording[:, 1 + i]
+        if not np.any(np.abs(reference) > 1e-3):
+            raise UserError("the calibration probe never reached the delay elements: is the graph stalled?")
+        found[k] = estimator.measure(reference, heard, [(0, round(reach * rate))], rate)[0]
+    latencies = {k: found[k].ms(rate) - d * 1000 for k, d in zip(members, delays_s, strict=True) if found[k].ok}
+    return found, latencies
+
+
+def _record_feed(env: Mapping[str, str], ports: list[int], feeder: Feeder, frames: Any) -> Any:
+    with Recorder(env, ports) as rec:
+        feeder.release(frames)
+        feeder.wait()
+        return rec.stop()
+
+
+def _capture_port(graph: Graph, mic: Node) -> int:
+    # A virtual source's capture ports may carry port.monitor; any output of a Source node is its capture.
+    ports = graph.ports_of(mic.id, "out", monitor=True) or graph.ports_of(mic.id, "out", monitor=False)
+    if not ports:
+        raise UserError(f"microphone {mic.name[:60]!r} has no capture port: is it in use or broken?")
+    return ports[0].id
+
+
+def _check_heard(mic: Node, heard: Any) -> None:
+    if not np.any(np.abs(heard) > 1e-6):
+        raise UserError(f"microphone {mic.name[:60]!r} recorded silence: is it muted or unplugged?")
 
 
 async def _measure(
@@ -193,22 +283,20 @@ async def _measure(
 ) -> list[estimator.Arrival]:
     """Play one sweep into `sink` and return the first arrival in each (start, length) lag window, seconds."""
     graph = be.graph
-    # A virtual source's capture ports may carry port.monitor; any output of a Source node is its capture.
-    mic_port = graph.ports_of(mic.id, "out", monitor=True) or graph.ports_of(mic.id, "out", monitor=False)
+    mic_port = _capture_port(graph, mic)
     monitor = graph.ports_of(sink.id, "out", monitor=True)
-    if not mic_port or not monitor:
-        raise UserError(f"microphone {mic.name[:60]!r} has no capture port: is it in use or broken?")
+    if not monitor:
+        raise UserError(f"group sink {sink.name[:60]!r} has no monitor: 'pwgroup group create' it again")
     signal = estimator.sweep(SWEEP_S, rate)
     lead = int(0.1 * rate)
     last = max(start + length for start, length in windows_s)
     play = np.zeros(lead + len(signal) + int((last + 0.1) * rate))
     play[lead : lead + len(signal)] = signal
-    recording = await asyncio.to_thread(_play_and_record, be.env, sink.name, mic_port[0].id, monitor[0].id, play)
+    recording = await asyncio.to_thread(_play_and_record, be.env, sink.name, mic_port, monitor[0].id, play)
     reference, heard = recording[:, 1], recording[:, 0]
     if not np.any(np.abs(reference) > 1e-3):
         raise UserError("the calibration sweep never reached the group sink: is the sink suspended or broken?")
-    if not np.any(np.abs(heard) > 1e-6):
-        raise UserError(f"microphone {mic.name[:60]!r} recorded silence: is it muted or unplugged?")
+    _check_heard(mic, heard)
     windows = [(max(0, round(start * rate)), round((start + length) * rate)) for start, length in windows_s]
     return estimator.measure(reference, heard, windows, rate)
 

@@ -10,6 +10,7 @@ import signal
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -199,3 +200,92 @@ class Player:
             self._proc.wait(5)
             self._proc = None
         self._dir.cleanup()
+
+
+class Feeder:
+    """A multichannel signal streamed from Python into ports the caller links (channel i: AUX{i}).
+
+    It sends silence until `release`, so the signal starts only once every link is in place: an unlinked
+    stream is not scheduled, and the first link would otherwise start it before the others exist.
+    """
+
+    _count = 0
+    BLOCK = 512
+
+    def __init__(self, env: Mapping[str, str], channels: int) -> None:
+        self.env = dict(env)
+        self.channels = channels
+        Feeder._count += 1
+        self.name = f"pwgroup-feed.{os.getpid()}.{Feeder._count}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._signal: np.ndarray | None = None
+        self._go = threading.Event()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+
+    def start(self) -> list[int]:
+        """Start the stream; returns its output port ids in channel order."""
+        channel_map = ",".join(f"AUX{i}" for i in range(self.channels))
+        props = {"node.name": self.name, "node.autoconnect": False, "media.role": "Test"}
+        self._proc = subprocess.Popen(
+            [
+                tool("pw-cat"),
+                "--playback",
+                "--target",
+                "0",
+                "--rate",
+                str(RATE),
+                "--channels",
+                str(self.channels),
+                "--channel-map",
+                channel_map,
+                "--format",
+                "f32",
+                "--latency",
+                str(self.BLOCK),
+                "-P",
+                spajson.dumps(props),
+                "-",
+            ],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self._thread.start()
+        graph = _wait_node(self.env, self.name, "out", self.channels)
+        node = graph.node_by_name(self.name)
+        assert node is not None
+        by_channel = {p.channel: p.id for p in graph.ports_of(node.id, "out")}
+        return [by_channel[f"AUX{i}"] for i in range(self.channels)]
+
+    def release(self, frames: np.ndarray) -> None:
+        """Send `frames` (samples x channels) after the silence so far, then end the stream."""
+        self._signal = np.ascontiguousarray(frames, dtype="<f4")
+        self._go.set()
+
+    def _write(self) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        pipe = self._proc.stdin
+        silence = np.zeros((self.BLOCK, self.channels), dtype="<f4").tobytes()
+        try:
+            # The pipe paces us: writes block while pw-cat's buffer is full (and while it is not yet linked).
+            while not self._go.is_set():
+                pipe.write(silence)
+            if self._signal is not None:
+                pipe.write(self._signal.tobytes())
+            pipe.close()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait until the released signal has been played out."""
+        if self._proc is not None:
+            self._proc.wait(timeout)
+            self._proc = None
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._go.set()
+            self._proc.kill()
+            self._proc.wait(5)
+            self._proc = None

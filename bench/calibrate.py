@@ -3,7 +3,7 @@
 For each seed: a fresh private room with N speakers at seeded hidden latencies (80-300 ms), reflections and
 white noise at the microphone; one group over all of them; `pwgroup calibrate`; then a noise burst through the
 group sink, recorded on every speaker's truth channel, gives the real inter-speaker spread. Prints JSON.
-Usage: python bench/calibrate.py [--speakers 8] [--seeds 10] [--noise -12]
+Usage: python bench/calibrate.py [--speakers 8] [--seeds 10] [--noise -12] [--fast]
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ def main() -> None:
     ap.add_argument("--speakers", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--noise", type=float, default=-12.0, help="dBFS at the mic; speakers arrive near -12 dBFS")
+    ap.add_argument("--fast", action="store_true", help="calibrate --fast: all speakers at once")
     args = ap.parse_args()
+    method = ["--fast"] if args.fast else []
     runs = []
     with tempfile.TemporaryDirectory(prefix="pwgroup-bench-") as tmp:
         for seed in range(1, args.seeds + 1):
@@ -63,7 +65,7 @@ def main() -> None:
                 if made.returncode != 0:
                     raise SystemExit(made.stderr)
                 t0 = time.monotonic()
-                res = cli(room, "calibrate", GROUP, "--json")
+                res = cli(room, "calibrate", GROUP, "--json", *method)
                 wall = time.monotonic() - t0
                 if res.returncode != 0:
                     runs.append({"seed": seed, "error": res.stderr.strip()})
@@ -86,6 +88,7 @@ def main() -> None:
             print(json.dumps(runs[-1]), file=sys.stderr)
     ok = [r for r in runs if "error" not in r]
     summary = {
+        "method": "fast" if args.fast else "sweep",
         "speakers": args.speakers,
         "seeds": args.seeds,
         "noise_dbfs": args.noise,

@@ -228,7 +228,11 @@ class BluezClient:
     # ------------------------------------------------------------ actions
     async def connect(self, address: str) -> None:
         dev = self._need_device(address)
-        await self._call(BLUEZ, dev.path, DEVICE, "Connect", what=f"connect {address}", timeout=CONNECT_TIMEOUT)
+        try:
+            await self._call(BLUEZ, dev.path, DEVICE, "Connect", what=f"connect {address}", timeout=CONNECT_TIMEOUT)
+        except BluetoothError as err:
+            if err.name != "org.bluez.Error.AlreadyConnected":
+                raise
 
     async def disconnect(self, address: str) -> None:
         dev = self._need_device(address)

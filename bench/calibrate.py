@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,8 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=-12.0, help="dBFS at the mic; speakers arrive near -12 dBFS")
     ap.add_argument("--fast", action="store_true", help="calibrate --fast: all speakers at once")
     args = ap.parse_args()
+    # A killed benchmark still takes its rooms down (the finally below): SIGTERM becomes SystemExit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     method = ["--fast"] if args.fast else []
     runs = []
     with tempfile.TemporaryDirectory(prefix="pwgroup-bench-") as tmp:

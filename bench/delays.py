@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def main() -> None:
     ap.add_argument("--quanta", default="256,512,1024,2048")
     ap.add_argument("--changes", type=int, default=10)
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still takes its room down
     quanta = [int(q) for q in args.quanta.split(",")]
     root = Path(tempfile.mkdtemp(prefix="pwgroup-bench-"))
     room = Room(root)

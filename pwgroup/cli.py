@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -90,6 +91,7 @@ def _parse_delay(text: str) -> float:
 
 
 async def cmd_speakers(args: argparse.Namespace) -> int:
+    from pwgroup.bluez.view import join
     from pwgroup.model import speakers_in
 
     be = await _backend()
@@ -97,30 +99,151 @@ async def cmd_speakers(args: argparse.Namespace) -> int:
         speakers = speakers_in(be.graph)
     finally:
         await be.close()
+    devices, unavailable = await _bluez_devices()
+    if unavailable:
+        # PipeWire's view still stands; say once why BlueZ's half is missing.
+        print(f"pwgroup: {unavailable}", file=sys.stderr)
+    views = join(speakers, devices)
+    if args.json:
+        _emit_json({"bluetooth_unavailable": unavailable, "speakers": [v.as_dict() for v in views]})
+        return EXIT_OK
+    if not views:
+        print("no Bluetooth speakers found: pair one with 'pwgroup scan' and 'pwgroup pair ADDRESS'")
+        return EXIT_OK
+    rows = [
+        [
+            safe_text(v.name, 40),
+            v.address or "-",
+            v.connection,
+            safe_text(v.node or "-", 48),
+            "-" if v.battery is None else f"{v.battery}%",
+            safe_text(v.codec or "-", 10),
+            "-" if v.delay_ms is None else f"{v.delay_ms:.1f} ms",
+        ]
+        for v in views
+    ]
+    _print_table(rows, ["NAME", "ADDRESS", "CONNECTION", "NODE", "BATTERY", "CODEC", "REPORTED DELAY"])
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- Bluetooth (BlueZ on the system bus)
+
+
+async def _bluez_devices() -> tuple[Any, str | None]:
+    """BlueZ's devices, or None and the one-line reason it cannot be asked."""
+    from pwgroup.bluez.client import BluezClient
+    from pwgroup.bluez.errors import BluetoothError
+
+    try:
+        async with await BluezClient.open() as bt:
+            return bt.devices(), None
+    except BluetoothError as err:
+        return None, err.message
+
+
+def _bt_address(text: str) -> str:
+    from pwgroup.model import normalize_address
+
+    address = normalize_address(text)
+    if address is None:
+        raise UserError(f"invalid Bluetooth address {safe_text(text, 40)!r}: give it as AA:BB:CC:DD:EE:FF")
+    return address
+
+
+async def cmd_bt_action(args: argparse.Namespace) -> int:
+    from pwgroup.bluez.client import BluezClient
+
+    address = _bt_address(args.address)
+    async with await BluezClient.open() as bt:
+        if args.command == "connect":
+            await bt.connect(address)
+        elif args.command == "disconnect":
+            await bt.disconnect(address)
+        else:
+            await bt.set_trusted(address, args.command == "trust")
+    done = {"connect": "connected", "disconnect": "disconnected", "trust": "trusted", "untrust": "no longer trusted"}
+    print(f"{address} {done[args.command]}")
+    return EXIT_OK
+
+
+def _scan_seconds(value: float) -> float:
+    if not 1.0 <= value <= 300.0 or value != value:
+        raise UserError("--seconds takes 1 to 300")
+    return value
+
+
+async def cmd_scan(args: argparse.Namespace) -> int:
+    from pwgroup.bluez.client import BluezClient
+    from pwgroup.bluez.errors import BluetoothError
+
+    seconds = _scan_seconds(args.seconds)
+    async with await BluezClient.open() as bt:
+        await bt.set_discovery(True)
+        try:
+            await asyncio.sleep(seconds)
+            # Read before stopping: BlueZ drops RSSI, the mark of "seen in this scan", when discovery ends.
+            found = [d for d in bt.devices() if d.rssi is not None]
+        finally:
+            with contextlib.suppress(BluetoothError):
+                await bt.set_discovery(False)
     if args.json:
         _emit_json(
             {
-                "speakers": [
+                "devices": [
                     {
-                        "name": s.description,
-                        "address": s.address,
-                        "node": s.node_name,
-                        "codec": s.codec,
-                        "profile": s.profile,
+                        "name": d.alias,
+                        "address": d.address,
+                        "rssi": d.rssi,
+                        "audio_sink": d.audio_sink,
+                        "paired": d.paired,
+                        "trusted": d.trusted,
+                        "connected": d.connected,
                     }
-                    for s in speakers
+                    for d in found
                 ]
             }
         )
         return EXIT_OK
-    if not speakers:
-        print("no Bluetooth speakers found: connect one (bluetoothctl connect ADDRESS) and try again")
+    if not found:
+        print(f"nothing found in {seconds:g} s: put the speaker in pairing mode and scan again")
         return EXIT_OK
     rows = [
-        [safe_text(s.description, 40), s.address or "-", safe_text(s.node_name, 48), safe_text(s.codec or "-", 10)]
-        for s in speakers
+        [
+            safe_text(d.alias, 40),
+            d.address,
+            f"{d.rssi} dBm",
+            "speaker" if d.audio_sink else "-",
+            "paired" if d.paired else "new",
+        ]
+        for d in found
     ]
-    _print_table(rows, ["NAME", "ADDRESS", "NODE", "CODEC"])
+    _print_table(rows, ["NAME", "ADDRESS", "SIGNAL", "AUDIO", "STATE"])
+    return EXIT_OK
+
+
+async def cmd_pair(args: argparse.Namespace) -> int:
+    from pwgroup.bluez.client import BluezClient
+    from pwgroup.bluez.errors import BluetoothError
+
+    address = _bt_address(args.address)
+    seconds = _scan_seconds(args.seconds)
+    async with await BluezClient.open() as bt:
+        dev = bt.device(address)
+        if dev is None or not dev.paired:
+            # BlueZ pairs only with what it has seen: discover until the speaker shows up.
+            await bt.set_discovery(True)
+            try:
+                if not await bt.wait_until(lambda: bt.device(address) is not None, seconds):
+                    raise UserError(
+                        f"{address} not found in {seconds:g} s: put it in pairing mode, bring it closer and try again"
+                    )
+                await bt.pair(address)
+            finally:
+                with contextlib.suppress(BluetoothError):
+                    await bt.set_discovery(False)
+        # Trusted lets the speaker reconnect by itself and pwgroup reconnect it without asking.
+        await bt.set_trusted(address, True)
+    print(f"{address} paired and trusted: connect it with 'pwgroup connect {address}'")
     return EXIT_OK
 
 
@@ -395,9 +518,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"pwgroup {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    sp = sub.add_parser("speakers", help="list Bluetooth speakers the sound server sees")
+    sp = sub.add_parser("speakers", help="list speakers as PipeWire and BlueZ see them")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(run=cmd_speakers)
+
+    for name, text in (
+        ("connect", "connect a paired speaker"),
+        ("disconnect", "disconnect a speaker"),
+        ("trust", "trust a speaker (it may connect by itself)"),
+        ("untrust", "stop trusting a speaker"),
+    ):
+        bt = sub.add_parser(name, help=text)
+        bt.add_argument("address", metavar="ADDRESS")
+        bt.set_defaults(run=cmd_bt_action)
+    sc = sub.add_parser("scan", help="discover Bluetooth devices nearby")
+    sc.add_argument("--seconds", type=float, default=10.0)
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(run=cmd_scan)
+    pa = sub.add_parser("pair", help="pair and trust a speaker (discovers it first if needed)")
+    pa.add_argument("address", metavar="ADDRESS")
+    pa.add_argument("--seconds", type=float, default=20.0, help="how long to look for it")
+    pa.set_defaults(run=cmd_pair)
 
     grp = sub.add_parser("group", help="create, change and delete groups").add_subparsers(dest="sub", metavar="ACTION")
     gc = grp.add_parser("create", help="create a group sink from speakers")

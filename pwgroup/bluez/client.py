@@ -236,7 +236,11 @@ class BluezClient:
 
     async def disconnect(self, address: str) -> None:
         dev = self._need_device(address)
-        await self._call(BLUEZ, dev.path, DEVICE, "Disconnect", what=f"disconnect {address}")
+        try:
+            await self._call(BLUEZ, dev.path, DEVICE, "Disconnect", what=f"disconnect {address}")
+        except BluetoothError as err:
+            if err.name != "org.bluez.Error.NotConnected":
+                raise
 
     async def set_trusted(self, address: str, trusted: bool) -> None:
         dev = self._need_device(address)

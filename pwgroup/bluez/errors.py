@@ -61,7 +61,8 @@ _UNAVAILABLE = {
 
 def from_dbus(name: str, text: str, what: str) -> BluetoothError:
     """The typed error for D-Bus error `name` with BlueZ's `text`, while doing `what` (e.g. 'connect AA:..')."""
-    reason = text.splitlines()[0][:200] if text else ""
+    # BlueZ relays text from the remote side at times: one printable line, never escape sequences.
+    reason = "".join(c if c.isprintable() else "?" for c in text.splitlines()[0][:200]) if text else ""
     detail = f": {reason}" if reason else ""
     if name in _AUTH:
         return AuthenticationFailed(

@@ -26,6 +26,7 @@ class SpeakerView:
     trusted: bool | None
     battery: int | None
     codec: str | None
+    profile: str | None
     delay_ms: float | None  # MediaTransport1.Delay as reported, not measured
 
     def as_dict(self) -> dict[str, Any]:
@@ -40,6 +41,7 @@ class SpeakerView:
             "trusted": self.trusted,
             "battery": self.battery,
             "codec": self.codec,
+            "profile": self.profile,
             "reported_delay_ms": self.delay_ms,
         }
 
@@ -92,5 +94,6 @@ def _view(spk: Speaker | None, dev: Device | None) -> SpeakerView:
         battery=dev.battery.percentage if dev is not None and dev.battery is not None else None,
         # The node names the codec precisely (sbc_xq, aptx_hd); the transport only knows its A2DP family.
         codec=(spk.codec if spk is not None and spk.codec else None) or (transport.codec if transport else None),
+        profile=spk.profile if spk is not None else None,
         delay_ms=transport.delay_ms if transport is not None else None,
     )

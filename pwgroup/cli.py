@@ -110,7 +110,16 @@ async def cmd_speakers(args: argparse.Namespace) -> int:
     if not views:
         print("no Bluetooth speakers found: pair one with 'pwgroup scan' and 'pwgroup pair ADDRESS'")
         return EXIT_OK
-    rows = [
+    _print_table(speaker_rows(views), SPEAKER_HEADER)
+    return EXIT_OK
+
+
+SPEAKER_HEADER = ["NAME", "ADDRESS", "CONNECTION", "NODE", "BATTERY", "CODEC", "REPORTED DELAY"]
+
+
+def speaker_rows(views: Sequence[Any]) -> list[list[str]]:
+    """The `speakers` table: every text that came from the air goes through safe_text."""
+    return [
         [
             safe_text(v.name, 40),
             v.address or "-",
@@ -122,8 +131,6 @@ async def cmd_speakers(args: argparse.Namespace) -> int:
         ]
         for v in views
     ]
-    _print_table(rows, ["NAME", "ADDRESS", "CONNECTION", "NODE", "BATTERY", "CODEC", "REPORTED DELAY"])
-    return EXIT_OK
 
 
 # ---------------------------------------------------------------- Bluetooth (BlueZ on the system bus)

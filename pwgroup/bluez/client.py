@@ -242,6 +242,12 @@ class BluezClient:
             if err.name != "org.bluez.Error.NotConnected":
                 raise
 
+    async def remove(self, address: str) -> None:
+        """Forget a device: BlueZ disconnects it and drops its pairing."""
+        dev = self._need_device(address)
+        adapter = dev.adapter or self._adapter().path
+        await self._call(BLUEZ, adapter, ADAPTER, "RemoveDevice", "o", [dev.path], f"remove {address}")
+
     async def set_trusted(self, address: str, trusted: bool) -> None:
         dev = self._need_device(address)
         what = f"{'trust' if trusted else 'untrust'} {address}"

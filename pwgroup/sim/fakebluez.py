@@ -267,6 +267,7 @@ class FakeBluez:
                 "OutOfRange": self.ctl_out_of_range,
                 "InRange": self.ctl_in_range,
                 "SetBattery": self.ctl_set_battery,
+                "SetAlias": self.ctl_set_alias,
             }.get(msg.member or "")
         if msg.path is None or not (msg.path == "/" or msg.path.startswith("/org/bluez")):
             return None
@@ -507,6 +508,14 @@ class FakeBluez:
         if BATTERY not in self.tree.get(dev.path, {}):
             raise Error("org.pwgroup.SimBluez.Error.NotConnected", address)
         self.set(dev.path, BATTERY, {"Percentage": Variant("y", pct)})
+        return "", []
+
+    async def ctl_set_alias(self, msg: Message) -> tuple[str, list[Any]]:
+        """The speaker announces another name (any text: tests send hostile ones)."""
+        address, alias = msg.body
+        dev = self._control_device(address)
+        dev.alias = alias
+        self.set(dev.path, DEVICE, {"Alias": Variant("s", alias)})
         return "", []
 
 

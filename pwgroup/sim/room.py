@@ -389,7 +389,7 @@ class Room:
 
     def bluez_control(self, method: str, *args: str | int) -> None:
         """Script the fake BlueZ: SetFault(address, ''|'auth'|'page-timeout'), OutOfRange(address),
-        InRange(address), SetBattery(address, percent)."""
+        InRange(address), SetBattery(address, percent), SetAlias(address, alias)."""
         signature = "".join("s" if isinstance(a, str) else "y" for a in args)
         asyncio.run(_control_call(self.env, method, signature, list(args)))
 

@@ -56,7 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     # A killed benchmark still takes its rooms down (the finally below): SIGTERM becomes SystemExit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    method = ["--fast"] if args.fast else []
+    method = ["--method", "fast"] if args.fast else []
     runs = []
     with tempfile.TemporaryDirectory(prefix="pwgroup-bench-") as tmp:
         for seed in range(1, args.seeds + 1):

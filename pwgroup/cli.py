@@ -362,26 +362,35 @@ async def cmd_delay_set(args: argparse.Namespace) -> int:
 
 
 async def cmd_calibrate(args: argparse.Namespace) -> int:
-    from pwgroup.calibrate.session import calibrate
+    from pwgroup.calibrate.session import apply_reported, calibrate
     from pwgroup.supervisor import converge, desired_from_graph
 
     name = check_group_name(args.name)
+    if args.method == "reported" and args.mic is not None:
+        raise UserError("--method reported uses no microphone: drop --mic, or measure with --method sweep")
     be = await _backend()
     try:
         group = _need(desired_from_graph(be.graph, name), name)
+        if args.method == "reported":
+            devices, unavailable = await _bluez_devices()
+            if unavailable:
+                print(f"pwgroup: {unavailable}; using what PipeWire reports", file=sys.stderr)
+            delays = {d.address: d.transport.delay_ms for d in devices or () if d.transport and d.transport.delay_ms}
+            report = await apply_reported(be, group, lambda desired: converge(be, desired, name), delays)
+            return _print_reported(report, args.json)
         report = await calibrate(
             be,
             group,
             args.mic,
             lambda desired, at_once=False: converge(be, desired, name, at_once=at_once),
-            fast=args.fast,
+            fast=args.method == "fast",
         )
     finally:
         await be.close()
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
     else:
-        print(f"calibrated {name} with {safe_text(report.microphone, 60)} in {report.seconds:.1f} s")
+        print(f"calibrated {name} with {safe_text(report.microphone or '-', 60)} in {report.seconds:.1f} s")
         for m in report.members:
             lat = "-" if m.latency_ms is None else f"{m.latency_ms:.2f} ms"
             conf = "-" if m.snr_db is None or m.snr_db != m.snr_db else f"{m.snr_db:.0f} dB"
@@ -407,6 +416,26 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _print_reported(report: Any, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print(f"set {report.group}'s delays from reported latencies: a guess, not measured (often 100 ms off)")
+        for m in report.members:
+            lat = "-" if m.latency_ms is None else f"{m.latency_ms:.1f} ms"
+            print(
+                f"  {safe_text(m.speaker, 40):<40} {m.status:<12} reported {lat:>9} ({m.source or '-'})  "
+                f"delay {m.delay_ms:7.2f} ms"
+            )
+    skipped = [m.speaker for m in report.members if m.status != "reported"]
+    if skipped:
+        print(
+            f"pwgroup: no reported latency (kept their delay): {', '.join(safe_text(s, 40) for s in skipped)}",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -576,7 +605,13 @@ def build_parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("calibrate", help="measure each speaker with a microphone and align the group")
     ca.add_argument("name")
     ca.add_argument("--mic", metavar="SOURCE", help="microphone node name or id (default: the only one)")
-    ca.add_argument("--fast", action="store_true", help="measure all speakers at once, each with its own probe")
+    ca.add_argument(
+        "--method",
+        choices=("sweep", "fast", "reported"),
+        default="sweep",
+        help="sweep: one sweep staggered through the group sink (default); fast: all speakers at once, each "
+        "with its own probe; reported: no microphone, BlueZ's or PipeWire's reported latency (a guess)",
+    )
     ca.add_argument("--json", action="store_true")
     ca.set_defaults(run=cmd_calibrate)
 

@@ -71,6 +71,15 @@ class Port:
     direction: Literal["in", "out"]
     channel: str
     monitor: bool = False
+    # The latency the port reports downstream of itself (its Latency param in its own direction): quanta,
+    # samples and nanoseconds. On a Bluetooth sink it holds BlueZ's transport delay or PipeWire's codec guess.
+    latency: tuple[float, int, int] | None = None
+
+    def latency_ms(self, quantum: int, rate: int) -> float | None:
+        if self.latency is None:
+            return None
+        quanta, samples, ns = self.latency
+        return (quanta * quantum + samples) * 1000.0 / rate + ns / 1e6
 
 
 @dataclass(frozen=True)

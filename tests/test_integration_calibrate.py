@@ -72,7 +72,7 @@ def test_calibration_under_room_noise_still_aligns(cli, room: Room, group: str) 
 
 def test_fast_calibration_measures_all_at_once_and_aligns(cli, room: Room, group: str) -> None:
     cli("delay", "set", group, room.speakers[1].address, "75", check=True)
-    code, out, err = cli("calibrate", group, "--fast", "--json")
+    code, out, err = cli("calibrate", group, "--method", "fast", "--json")
     assert code == 0, err
     report = json.loads(out)
     assert report["method"] == "fast" and [m["status"] for m in report["members"]] == ["ok", "ok", "ok"]
@@ -85,3 +85,24 @@ def test_fast_calibration_measures_all_at_once_and_aligns(cli, room: Room, group
     assert max(lags) - min(lags) <= 2, lags
     # The probes came and went: nothing of them is left in the graph.
     assert not any(n.name.startswith("pwgroup-feed.") for n in room.dump().nodes.values())
+
+
+def test_reported_method_sets_delays_from_bluez_and_says_it_is_a_guess(cli, room: Room, group: str) -> None:
+    from pwgroup.sim.fakebluez import reported_delay_tenths
+
+    code, out, err = cli("calibrate", group, "--method", "reported")
+    assert code == 0, err
+    assert "a guess, not measured" in out
+    code, out, err = cli("calibrate", group, "--method", "reported", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["method"] == "reported" and report["verified"] is None and report["microphone"] is None
+    told = [reported_delay_tenths(room.speakers[i]) / 10 for i in range(3)]
+    assert [m["status"] for m in report["members"]] == ["reported"] * 3
+    assert [m["source"] for m in report["members"]] == ["bluez"] * 3
+    assert [m["latency_ms"] for m in report["members"]] == told
+    applied = json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]["members"]
+    for m, t in zip(applied, told, strict=True):
+        assert abs(m["delay_ms"] - (max(told) - t)) <= 1000 / RATE  # within a sample of the guess
+    code, _out, err = cli("calibrate", group, "--method", "reported", "--mic", "x")
+    assert code == 2 and "uses no microphone" in err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pwgroup.calibrate.session import MemberResult, Report, find_microphone, solve, stagger_for
+from pwgroup.calibrate.session import MemberResult, Report, find_microphone, guess_latencies, solve, stagger_for
 from pwgroup.graph import layout
 from pwgroup.model import Graph, Node, UserError
 
@@ -50,3 +50,18 @@ def test_verification_verdict_is_the_measured_spread() -> None:
     assert not _report(0.0, 45.0).verified
     assert not _report(None, None).verified  # nothing heard after alignment: nothing proven
     assert _report(0.2, -0.3).as_dict()["worst_residual_ms"] == 0.5
+
+
+def test_reported_latency_prefers_bluez_then_pipewire_and_skips_silence() -> None:
+    present = ["A", "B", "C", "D"]
+    bluez = {"A": 180.0, "B": 0.0}
+    pipewire = {"A": 400.0, "B": 61.3, "C": 0.0}
+    guesses = guess_latencies(present, bluez, pipewire)
+    assert guesses == {"A": (180.0, "bluez"), "B": (61.3, "pipewire")}
+    assert solve({k: v for k, (v, _) in guesses.items()}) == pytest.approx({"A": 0.0, "B": 118.7})
+
+
+def test_a_reported_report_claims_no_verification() -> None:
+    members = (MemberResult("A", "reported", 180.0, 0.0, None, None, source="bluez"),)
+    data = Report("g", None, members, 0.1, method="reported").as_dict()
+    assert data["method"] == "reported" and data["verified"] is None and data["members"][0]["source"] == "bluez"

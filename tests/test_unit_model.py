@@ -132,3 +132,36 @@ def test_stream_decoder_keeps_text_split_inside_a_string() -> None:
         batches = list(dec.feed(text[:cut])) + list(dec.feed(text[cut:]))
         assert [b[0]["id"] for b in batches] == [50, 51]
         assert batches[0][0]["info"]["props"]["node.description"] == node["info"]["props"]["node.description"]
+
+
+def test_a_bluetooth_port_reports_its_transport_latency() -> None:
+    # Shaped as 0.3.65's bluez5 media-sink reports it: one quantum plus the transport delay in ns.
+    port = json.loads(json.dumps(PORT))
+    port["info"]["params"] = {
+        "Latency": [
+            {
+                "direction": "Input",
+                "minQuantum": 1.0,
+                "maxQuantum": 1.0,
+                "minRate": 0,
+                "maxRate": 0,
+                "minNs": 150_000_000,
+                "maxNs": 150_000_000,
+            },
+            {
+                "direction": "Output",
+                "minQuantum": 0.0,
+                "maxQuantum": 0.0,
+                "minRate": 0,
+                "maxRate": 0,
+                "minNs": 0,
+                "maxNs": 0,
+            },
+        ]
+    }
+    graph = pwdump.parse(_dump([NODE, port]))
+    assert graph.ports[51].latency_ms(1024, 48000) == pytest.approx(150.0 + 1024 / 48)
+    # An update without params keeps what was known; the plain port reports nothing.
+    pwdump.apply(graph, [PORT])
+    assert graph.ports[51].latency == (1.0, 0, 150_000_000)
+    assert pwdump.parse(_dump([NODE, PORT])).ports[51].latency_ms(1024, 48000) is None

@@ -35,17 +35,18 @@ VERIFY_TOLERANCE_MS = 1.0  # a verified spread wider than this means a member wa
 @dataclass(frozen=True)
 class MemberResult:
     speaker: str
-    status: str  # ok | not-heard | clipped | absent
+    status: str  # ok | not-heard | clipped | absent | reported | not-reported
     latency_ms: float | None
     delay_ms: float | None  # the delay applied afterwards
     snr_db: float | None
     residual_ms: float | None  # verification: arrival against the group's median after alignment
+    source: str | None = "microphone"  # where latency_ms came from: microphone | bluez | pipewire
 
 
 @dataclass(frozen=True)
 class Report:
     group: str
-    microphone: str
+    microphone: str | None
     members: tuple[MemberResult, ...]
     seconds: float
     applied: bool = True  # False: verification failed and the previous delays were put back
@@ -68,11 +69,12 @@ class Report:
                     "delay_ms": num(m.delay_ms),
                     "confidence_db": num(m.snr_db, 1),
                     "residual_ms": num(m.residual_ms, 4),
+                    "source": m.source,
                 }
                 for m in self.members
             ],
             "worst_residual_ms": num(self.worst_residual_ms, 4),
-            "verified": self.verified,
+            "verified": self.verified if self.method != "reported" else None,
             "applied": self.applied,
         }
 
@@ -171,7 +173,7 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
     results = []
     for m in group.members:
         if m.speaker not in present:
-            results.append(MemberResult(m.speaker, "absent", None, old[m.speaker], None, None))
+            results.append(MemberResult(m.speaker, "absent", None, old[m.speaker], None, None, source=None))
             continue
         a = found[m.speaker]
         results.append(
@@ -191,6 +193,51 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
         restored = tuple(dataclasses.replace(m, delay_ms=old[m.speaker]) for m in report.members)
         report = Report(group.name, mic.name, restored, time.monotonic() - t0, applied=False, method=method)
     return report
+
+
+def guess_latencies(
+    present: list[str], reported: Mapping[str, float], node_latency: Mapping[str, float]
+) -> dict[str, tuple[float, str]]:
+    """Each member's reported latency and its source: BlueZ's transport Delay first (the speaker's own word),
+    else what PipeWire's sink port reports (Delay or its codec guess, plus a quantum). Zero means no report."""
+    out: dict[str, tuple[float, str]] = {}
+    for k in present:
+        if reported.get(k, 0.0) > 0.0:
+            out[k] = (reported[k], "bluez")
+        elif node_latency.get(k, 0.0) > 0.0:
+            out[k] = (node_latency[k], "pipewire")
+    return out
+
+
+async def apply_reported(be: Any, group: GroupSpec, converge: Any, bluez_delays: Mapping[str, float]) -> Report:
+    """No microphone: delays from what BlueZ or PipeWire report. A guess, often 100 ms or more off."""
+    t0 = time.monotonic()
+    graph = be.graph
+    state = layout.observe_group(graph, group.name)
+    present = [m.speaker for m in state.members if m.present]
+    rate, quantum = layout.graph_rate(graph), layout.graph_quantum(graph)
+    node_latency = {}
+    for seen in state.members:
+        if seen.speaker_node is not None:
+            ports = graph.ports_of(seen.speaker_node.id, "in")
+            found = [ms for p in ports if (ms := p.latency_ms(quantum, rate)) is not None]
+            if found:
+                node_latency[seen.speaker] = max(found)
+    guesses = guess_latencies(present, bluez_delays, node_latency)
+    delays = solve({k: v for k, (v, _) in guesses.items()}) if guesses else {}
+    old = {m.speaker: m.delay_ms for m in group.members}
+    members = tuple(MemberSpec(m.speaker, delays.get(m.speaker, m.delay_ms)) for m in group.members)
+    await converge(GroupSpec(group.name, group.description, members))
+    results = []
+    for m in group.members:
+        if m.speaker not in present:
+            results.append(MemberResult(m.speaker, "absent", None, old[m.speaker], None, None, source=None))
+        elif m.speaker not in guesses:
+            results.append(MemberResult(m.speaker, "not-reported", None, old[m.speaker], None, None, source=None))
+        else:
+            value, source = guesses[m.speaker]
+            results.append(MemberResult(m.speaker, "reported", value, delays[m.speaker], None, None, source=source))
+    return Report(group.name, None, tuple(results), time.monotonic() - t0, method="reported")
 
 
 async def _pass_staggered(

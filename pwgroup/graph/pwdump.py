@@ -13,6 +13,18 @@ from typing import Any, Literal
 from pwgroup.model import Graph, Link, Node, Port
 
 
+def _latency(params: dict[str, Any], direction: str) -> tuple[float, int, int] | None:
+    """The port's Latency entry for its own direction: (quanta, samples, nanoseconds) at the minimum."""
+    want = "Input" if direction == "in" else "Output"
+    for entry in params.get("Latency") or []:
+        if isinstance(entry, dict) and entry.get("direction") == want:
+            try:
+                return float(entry.get("minQuantum", 0)), int(entry.get("minRate", 0)), int(entry.get("minNs", 0))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 def _controls(params: dict[str, Any]) -> dict[str, float]:
     found: dict[str, float] = {}
     for entry in params.get("Props") or []:
@@ -76,6 +88,9 @@ def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
             if not isinstance(node_id, int):
                 continue
             direction: Literal["in", "out"] = "in" if info.get("direction") == "input" else "out"
+            params = info.get("params") or {}
+            old_port = graph.ports.get(oid)
+            latency = _latency(params, direction) if "Latency" in params else (old_port.latency if old_port else None)
             graph.ports[oid] = Port(
                 id=oid,
                 node_id=node_id,
@@ -83,6 +98,7 @@ def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
                 direction=direction,
                 channel=str(props.get("audio.channel", "")),
                 monitor=bool(props.get("port.monitor", False)),
+                latency=latency,
             )
         elif kind.endswith(":Link"):
             try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_integration_delays import arrivals
 
-from pwgroup.sim.room import RATE, Room
+from pwgroup.sim.room import MIC_NAME, RATE, Room
 
 
 def test_calibration_aligns_the_group_on_the_truth_channels(cli, room: Room, group: str) -> None:
@@ -106,3 +107,32 @@ def test_reported_method_sets_delays_from_bluez_and_says_it_is_a_guess(cli, room
         assert abs(m["delay_ms"] - (max(told) - t)) <= 1000 / RATE  # within a sample of the guess
     code, _out, err = cli("calibrate", group, "--method", "reported", "--mic", "x")
     assert code == 2 and "uses no microphone" in err
+
+
+@pytest.mark.parametrize("method", ["sweep", "fast"])
+def test_a_speaker_whose_output_is_cut_is_not_heard_and_keeps_its_delay(
+    cli, room: Room, group: str, method: str
+) -> None:
+    quiet = room.speakers[1]
+    cli("delay", "set", group, quiet.address, "33", check=True)
+    graph = room.dump()
+    emit, mic = graph.node_by_name(quiet.emit_name), graph.node_by_name(MIC_NAME)
+    assert emit is not None and mic is not None
+    cut = graph.links_between(emit.id, mic.id)
+    assert cut
+    for lk in cut:  # the speaker's node stays and plays; the microphone just never hears it
+        room.pw_cli("destroy", str(lk.id))
+    try:
+        code, out, err = cli("calibrate", group, "--json", "--method", method)
+    finally:
+        room.link_nodes(quiet.emit_name, MIC_NAME)
+    assert code == 0, err
+    report = json.loads(out)
+    members = {m["speaker"]: m for m in report["members"]}
+    assert members[quiet.address]["status"] == "not-heard", json.dumps(report)
+    assert members[quiet.address]["delay_ms"] == 33.0 and members[quiet.address]["latency_ms"] is None
+    assert report["signal_s"] == 2.0  # it tried a four times longer signal before giving up on it
+    assert all(m["status"] == "ok" for k, m in members.items() if k != quiet.address)
+    assert quiet.address in err and "not calibrated" in err
+    status = json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]["members"]
+    assert {m["speaker"]: m["delay_ms"] for m in status}[quiet.address] == 33.0

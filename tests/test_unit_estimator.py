@@ -106,3 +106,14 @@ def test_probes_are_mutually_uncorrelated_and_low_crest() -> None:
     assert np.abs(est.impulse_response(a, b)).max() < 0.06  # vs 1.0 for a probe against itself
     for x in (a, b):
         assert np.abs(x).max() / np.sqrt(np.mean(x**2)) < 2.6  # plain Gaussian noise: about 4
+
+
+def test_far_sidelobes_of_a_loud_speaker_are_not_taken_for_a_silent_one() -> None:
+    # Noise-free: window 2 holds nothing but the tail of speaker 1's response, far above a zero noise floor.
+    y = _path(4800.0, gain=0.9)
+    windows = [(0, 9000), (9000, LENGTH)]
+    first, second = est.measure(_reference(), y, windows)
+    assert first.ok and second.status == "not-heard"
+    loud, faint = est.Arrival("ok", 10.0, 60.0, -3.0), est.Arrival("ok", 20.0, 30.0, -50.0)
+    assert [a.status for a in est.drop_faint([loud, faint])] == ["ok", "not-heard"]
+    assert est.drop_faint([faint]) == [faint]  # alone, a quiet speaker is still a speaker

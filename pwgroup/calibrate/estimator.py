@@ -25,6 +25,7 @@ Status = Literal["ok", "not-heard", "clipped"]
 MIN_SNR_DB = 18.0  # below this peak-to-noise ratio (dB) an arrival is not trusted
 EARLY_DB = 20.0  # how far out of the noise an arrival earlier than the strongest must stand
 LOBE = 24  # samples (0.5 ms): paths closer than this to the direct sound merge with it
+FAINT_DB = 40.0  # an arrival this far under the loudest speaker's is leakage from it (sidelobes), not a speaker
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped (integer microphones saturate at 1.0)
 
 
@@ -240,7 +241,20 @@ def measure(
             if clipped(recording, at, at + span):
                 arrival = Arrival("clipped", arrival.samples, arrival.snr_db, arrival.level_db)
         out.append(arrival)
-    return out
+    return drop_faint(out)
+
+
+def drop_faint(arrivals: list[Arrival], within_db: float = FAINT_DB) -> list[Arrival]:
+    """Mark as not heard any arrival more than `within_db` under the loudest one. In a quiet room the noise
+    floor is so low that the far sidelobes of a loud speaker stand out of it, in a window where a silent
+    speaker should be; no real speaker in a group is 40 dB quieter than another at the same microphone."""
+    levels = [a.level_db for a in arrivals if a.ok]
+    if not levels:
+        return arrivals
+    floor = max(levels) - within_db
+    return [
+        Arrival("not-heard", math.nan, a.snr_db, a.level_db) if a.ok and a.level_db < floor else a for a in arrivals
+    ]
 
 
 def fractional_delay(x: np.ndarray, delay: float, length: int | None = None) -> np.ndarray:

@@ -26,8 +26,8 @@ from pwgroup.model import Graph, GroupSpec, MemberSpec, Node, UserError
 
 MAX_STAGGER_S = 0.5  # pass 1: each member's window; the spread of latencies (plus echoes) must fit in it
 VERIFY_STAGGER_S = 0.15  # pass 2: members are aligned by then, so a window only holds their echoes
-SWEEP_S = 0.5
-PROBE_S = 0.5  # fast mode: each member's own noise probe
+SIGNAL_S = 0.5  # the sweep, or in fast mode each member's own noise probe
+LONG_SIGNAL_S = 2.0  # when a member is not heard: 6 dB more processing gain (bench/estimator.py: -25 dB SNR)
 MAX_LATENCY_S = 0.6  # fast mode: the longest speaker latency looked for, beyond its current delay
 VERIFY_TOLERANCE_MS = 1.0  # a verified spread wider than this means a member was misheard
 
@@ -51,6 +51,7 @@ class Report:
     seconds: float
     applied: bool = True  # False: verification failed and the previous delays were put back
     method: str = "sweep"  # sweep: staggered through the group sink | fast: all at once | reported: a guess
+    signal_s: float | None = None  # length of the sweep or probes (longer when a member was not heard at first)
 
     def as_dict(self) -> dict[str, Any]:
         def num(x: float | None, nd: int = 3) -> float | None:
@@ -61,6 +62,7 @@ class Report:
             "microphone": self.microphone,
             "method": self.method,
             "seconds": round(self.seconds, 2),
+            "signal_s": self.signal_s,
             "members": [
                 {
                     "speaker": m.speaker,
@@ -131,7 +133,8 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
     graph = be.graph
     mic = find_microphone(graph, mic_key)
     state = layout.observe_group(graph, group.name)
-    if state.sink is None:
+    sink = state.sink
+    if sink is None:
         raise UserError(f"group {group.name!r} has no sink: 'pwgroup group create' it again")
     present = [m.speaker for m in state.members if m.present and m.linked]
     if not present:
@@ -148,21 +151,28 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
     async def apply(delays: Mapping[str, float]) -> None:
         await converge(with_delays(delays), at_once=True)
 
-    residuals: dict[str, float] = {}
-    try:
+    async def measure(length_s: float) -> tuple[dict[str, estimator.Arrival], dict[str, float]]:
         if fast:
-            found, latencies = await _pass_fast(be, group.name, mic, present, rate)
-        else:
-            found, latencies = await _pass_staggered(be, apply, state.sink, mic, present, rate)
+            return await _pass_fast(be, group.name, mic, present, rate, length_s)
+        return await _pass_staggered(be, apply, sink, mic, present, rate, length_s)
+
+    residuals: dict[str, float] = {}
+    length_s = SIGNAL_S
+    try:
+        found, latencies = await measure(length_s)
+        if any(a.status == "not-heard" for a in found.values()):
+            # Quiet speaker, loud room or a far microphone: a four times longer signal before giving up.
+            length_s = LONG_SIGNAL_S
+            found, latencies = await measure(length_s)
         delays = solve(latencies) if latencies else {}
         if delays:
             if fast:
                 await apply(delays)
-                check, _ = await _pass_fast(be, group.name, mic, list(delays), rate)
+                check, _ = await _pass_fast(be, group.name, mic, list(delays), rate, length_s)
                 ends = {k: a.ms(rate) for k, a in check.items() if a.ok}
             else:
                 target = max(latencies.values())
-                ends = await _verify_staggered(be, apply, state.sink, mic, delays, target, rate)
+                ends = await _verify_staggered(be, apply, sink, mic, delays, target, rate, length_s)
                 await apply(delays)
             if ends:
                 mid = float(np.median(list(ends.values())))
@@ -186,12 +196,14 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
                 residuals.get(m.speaker),
             )
         )
-    report = Report(group.name, mic.name, tuple(results), time.monotonic() - t0, method=method)
+    report = Report(group.name, mic.name, tuple(results), time.monotonic() - t0, method=method, signal_s=length_s)
     if not report.verified:
         # What was heard after alignment contradicts the measurement: keep the delays the group had.
         await converge(group, at_once=True)
         restored = tuple(dataclasses.replace(m, delay_ms=old[m.speaker]) for m in report.members)
-        report = Report(group.name, mic.name, restored, time.monotonic() - t0, applied=False, method=method)
+        report = Report(
+            group.name, mic.name, restored, time.monotonic() - t0, applied=False, method=method, signal_s=length_s
+        )
     return report
 
 
@@ -241,19 +253,26 @@ async def apply_reported(be: Any, group: GroupSpec, converge: Any, bluez_delays:
 
 
 async def _pass_staggered(
-    be: Any, apply: Any, sink: Node, mic: Node, present: list[str], rate: int
+    be: Any, apply: Any, sink: Node, mic: Node, present: list[str], rate: int, length_s: float
 ) -> tuple[dict[str, estimator.Arrival], dict[str, float]]:
     """Member i delayed by i x stagger alone, one sweep into the group sink: its arrival falls in window i."""
     stagger = stagger_for(len(present))
     offsets = {k: i * stagger for i, k in enumerate(present)}
     await apply({k: v * 1000 for k, v in offsets.items()})
-    arrivals = await _measure(be, sink, mic, [(offsets[k], stagger) for k in present], rate)
+    arrivals = await _measure(be, sink, mic, [(offsets[k], stagger) for k in present], rate, length_s)
     found = dict(zip(present, arrivals, strict=True))
     return found, {k: a.ms(rate) - offsets[k] * 1000 for k, a in found.items() if a.ok}
 
 
 async def _verify_staggered(
-    be: Any, apply: Any, sink: Node, mic: Node, delays: Mapping[str, float], target_ms: float, rate: int
+    be: Any,
+    apply: Any,
+    sink: Node,
+    mic: Node,
+    delays: Mapping[str, float],
+    target_ms: float,
+    rate: int,
+    length_s: float,
 ) -> dict[str, float]:
     """The new delays plus a small known stagger, one more sweep: every arrival less its stagger should land
     at `target_ms`. What it measures is what the group now does, not what was configured."""
@@ -261,12 +280,12 @@ async def _verify_staggered(
     offsets = {k: i * VERIFY_STAGGER_S for i, k in enumerate(heard)}
     await apply({k: delays[k] + offsets[k] * 1000 for k in heard})
     windows = [(target_ms / 1000 + offsets[k] - VERIFY_STAGGER_S / 2, VERIFY_STAGGER_S) for k in heard]
-    check = dict(zip(heard, await _measure(be, sink, mic, windows, rate), strict=True))
+    check = dict(zip(heard, await _measure(be, sink, mic, windows, rate, length_s), strict=True))
     return {k: a.ms(rate) - offsets[k] * 1000 for k, a in check.items() if a.ok}
 
 
 async def _pass_fast(
-    be: Any, group: str, mic: Node, members: list[str], rate: int
+    be: Any, group: str, mic: Node, members: list[str], rate: int, length_s: float
 ) -> tuple[dict[str, estimator.Arrival], dict[str, float]]:
     """All members at once: member i's delay element is fed its own uncorrelated probe (beside the group
     monitor), and the recording holds the microphone and every probe, so each is found by its own reference.
@@ -281,9 +300,9 @@ async def _pass_fast(
     mic_port = _capture_port(graph, mic)
     reach = max(delays_s) + MAX_LATENCY_S
     lead = round(0.05 * rate)
-    probes = np.zeros((lead + round((PROBE_S + reach + 0.05) * rate), len(members)), dtype=np.float32)
+    probes = np.zeros((lead + round((length_s + reach + 0.05) * rate), len(members)), dtype=np.float32)
     for i in range(len(members)):
-        probe = estimator.probe(PROBE_S, rate, seed=i + 1)
+        probe = estimator.probe(length_s, rate, seed=i + 1)
         probes[lead : lead + len(probe), i] = probe
     feeder = Feeder(be.env, len(members))
     try:
@@ -295,12 +314,13 @@ async def _pass_fast(
         feeder.stop()
     heard = recording[:, 0]
     _check_heard(mic, heard)
-    found = {}
-    for i, k in enumerate(members):
+    arrivals = []
+    for i in range(len(members)):
         reference = recording[:, 1 + i]
         if not np.any(np.abs(reference) > 1e-3):
             raise UserError("the calibration probe never reached the delay elements: is the graph stalled?")
-        found[k] = estimator.measure(reference, heard, [(0, round(reach * rate))], rate)[0]
+        arrivals += estimator.measure(reference, heard, [(0, round(reach * rate))], rate)
+    found = dict(zip(members, estimator.drop_faint(arrivals), strict=True))
     latencies = {k: found[k].ms(rate) - d * 1000 for k, d in zip(members, delays_s, strict=True) if found[k].ok}
     return found, latencies
 
@@ -326,7 +346,7 @@ def _check_heard(mic: Node, heard: Any) -> None:
 
 
 async def _measure(
-    be: Any, sink: Node, mic: Node, windows_s: list[tuple[float, float]], rate: int
+    be: Any, sink: Node, mic: Node, windows_s: list[tuple[float, float]], rate: int, length_s: float
 ) -> list[estimator.Arrival]:
     """Play one sweep into `sink` and return the first arrival in each (start, length) lag window, seconds."""
     graph = be.graph
@@ -334,7 +354,7 @@ async def _measure(
     monitor = graph.ports_of(sink.id, "out", monitor=True)
     if not monitor:
         raise UserError(f"group sink {sink.name[:60]!r} has no monitor: 'pwgroup group create' it again")
-    signal = estimator.sweep(SWEEP_S, rate)
+    signal = estimator.sweep(length_s, rate)
     lead = int(0.1 * rate)
     last = max(start + length for start, length in windows_s)
     play = np.zeros(lead + len(signal) + int((last + 0.1) * rate))

@@ -73,31 +73,52 @@ def test_cache_mirrors_the_room_and_follows_signals(bus: Room) -> None:
 
 def test_disconnect_and_connect_take_the_node_away_and_back(bus: Room, cli) -> None:  # type: ignore[no-untyped-def]
     spk = bus.speakers[3]
-    seen: list[tuple[str, str]] = []
+    path = f"/org/bluez/hci0/dev_{spk.address.replace(':', '_')}"
+    transport = f"{path}/sep1/fd0"
 
-    def record(msg: Message) -> None:
-        if msg.message_type == MessageType.SIGNAL and msg.body and str(msg.body[0]).startswith((spk_path, "org.bluez")):
-            changed = ",".join(sorted(msg.body[1])) if msg.member == "PropertiesChanged" else msg.body[0]
-            seen.append((msg.member or "", changed))
+    async def watch(command: str, done) -> tuple[list[tuple[str, str]], tuple[int, str, str]]:  # type: ignore[no-untyped-def]
+        """Run `pwgroup COMMAND ADDRESS` and record the signals BlueZ emits about the speaker meanwhile."""
+        seen: list[tuple[str, str]] = []
 
-    spk_path = f"/org/bluez/hci0/dev_{spk.address.replace(':', '_')}"
+        def record(msg: Message) -> None:
+            if msg.message_type != MessageType.SIGNAL:
+                return
+            if msg.member == "PropertiesChanged" and msg.path == path:
+                seen.append((msg.member, ",".join(sorted(msg.body[1]))))
+            elif (msg.member == "Disconnected" and msg.path == path) or (
+                msg.member in ("InterfacesAdded", "InterfacesRemoved") and msg.body[0].startswith(path)
+            ):
+                seen.append((msg.member, msg.body[0]))  # the reason, or the object's path
 
-    async def watch_disconnect() -> None:
         async with await BluezClient.open() as bt:
+            rule = "type='signal',sender='org.bluez',interface='org.bluez.Device1',member='Disconnected'"
+            await bt.bus.call(
+                Message(
+                    destination="org.freedesktop.DBus",
+                    path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus",
+                    member="AddMatch",
+                    signature="s",
+                    body=[rule],
+                )
+            )
             bt.bus.add_message_handler(record)
-            code, out, err = await asyncio.to_thread(cli, "disconnect", spk.address.lower())
-            assert code == 0 and out.strip() == f"{spk.address} disconnected", err
-            assert await bt.wait_until(lambda: not bt.device(spk.address).connected, 5)  # type: ignore[union-attr]
-            dev = bt.device(spk.address)
-            assert dev is not None and dev.transport is None and dev.battery is None
+            result = await asyncio.to_thread(cli, command, spk.address.lower())
+            assert await bt.wait_until(lambda: done(bt.device(spk.address)), 5)
+        return seen, result
 
     try:
-        asyncio.run(watch_disconnect())
+        seen, (code, out, err) = asyncio.run(watch("disconnect", lambda d: not d.connected))
+        assert code == 0 and out.strip() == f"{spk.address} disconnected", err
         assert not _node_present(bus, spk.address)
-        # Profiles go first (transport, then Battery1), the link last: the order BlueZ emits.
-        members = [m for m, _ in seen]
-        assert members.index("InterfacesRemoved") < len(members) - 1
-        assert seen[-1] == ("PropertiesChanged", "Connected")
+        # Profiles go first, then the link, in the order src/device.c emits them.
+        assert seen == [
+            ("InterfacesRemoved", transport),
+            ("InterfacesRemoved", path),  # Battery1
+            ("PropertiesChanged", "ServicesResolved"),
+            ("Disconnected", "org.bluez.Reason.Local"),
+            ("PropertiesChanged", "Connected"),
+        ]
         view = _speakers_json(cli)[spk.address]
         assert (view["connection"], view["node"], view["battery"], view["bluez_connected"]) == (
             "disconnected",
@@ -105,19 +126,22 @@ def test_disconnect_and_connect_take_the_node_away_and_back(bus: Room, cli) -> N
             None,
             False,
         )
-        code, out, err = cli("connect", spk.address)
+        seen, (code, out, err) = asyncio.run(watch("connect", lambda d: d.battery is not None))
         assert code == 0 and out.strip() == f"{spk.address} connected", err
+        assert seen == [
+            ("PropertiesChanged", "Connected"),
+            ("PropertiesChanged", "ServicesResolved"),
+            ("InterfacesAdded", transport),
+            ("InterfacesAdded", path),  # Battery1
+        ]
         assert _node_present(bus, spk.address)
         view = _speakers_json(cli)[spk.address]
         assert view["connection"] == "connected" and view["node"] == spk.node_name
         assert view["battery"] == battery_of(spk) and view["reported_delay_ms"] == reported_delay_tenths(spk) / 10
         code, out, _ = cli("speakers")
         line = next(ln for ln in out.splitlines() if spk.address in ln)
-        assert (
-            "connected" in line
-            and f"{battery_of(spk)}%" in line
-            and f"{reported_delay_tenths(spk) / 10:.1f} ms" in line
-        )
+        assert "connected" in line and f"{battery_of(spk)}%" in line
+        assert f"{reported_delay_tenths(spk) / 10:.1f} ms" in line
     finally:
         if not _node_present(bus, spk.address):
             bus.connect(spk.address)

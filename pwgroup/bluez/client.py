@@ -126,7 +126,7 @@ class BluezClient:
         if reply.message_type == MessageType.ERROR:
             raise errors.from_dbus(reply.error_name or "", _error_text(reply), "reading BlueZ's objects")
 
-    def _on_message(self, msg: Message) -> None:
+    def _on_message(self, msg: Message) -> bool | None:
         if msg.message_type == MessageType.METHOD_RETURN:
             if msg.reply_serial == self._refresh_serial and msg.reply_serial is not None:
                 self._refresh_serial = None
@@ -135,7 +135,7 @@ class BluezClient:
             return None
         if msg.message_type == MessageType.METHOD_CALL and msg.path == AGENT_PATH:
             self._agent_call(msg)
-            return None
+            return True  # answered: dbus-fast must not add an UnknownMethod reply of its own
         if msg.message_type != MessageType.SIGNAL:
             return None
         if msg.member == "NameOwnerChanged" and msg.sender == DBUS and msg.body[0] == BLUEZ:

@@ -34,6 +34,13 @@ TEMPORARY_TIMEOUT = 30.0
 POLL_SECONDS = 0.3
 # How long the fake's radio takes to fail: a real page timeout is about 5 s.
 FAIL_AFTER = 0.2
+# Device1.Disconnected reasons (src/device.c): a speaker that walks away times out, our Disconnect is local.
+TIMEOUT = "org.bluez.Reason.Timeout"
+DISCONNECT_REASONS = {
+    TIMEOUT: "Connection timeout",
+    "org.bluez.Reason.Local": "Connection terminated by local host",
+    "org.bluez.Reason.Unknown": "Unspecified",
+}
 # Devices that only show up while discovering: an unpaired speaker to pair, and a phone (no A2DP sink).
 STRANGERS = (
     ("AA:BB:CC:10:00:01", "Party Speaker (unpaired)", "audio-card", [A2DP_SINK_UUID, AVRCP_TARGET_UUID], -52),
@@ -211,10 +218,12 @@ class FakeBluez:
                 if present:
                     self._link_up(dev)
                 else:
-                    self._link_down(dev)
+                    self._profiles_down(dev)
+                    self._link_down(dev, TIMEOUT)
 
     def _link_up(self, dev: FakeDevice) -> None:
-        """What BlueZ emits as a speaker connects: Connected, ServicesResolved, the A2DP transport, Battery1."""
+        """What BlueZ emits as a speaker connects: Connected (the ACL link), ServicesResolved, then the A2DP
+        transport and Battery1 as the profiles connect. PipeWire makes the node from the transport after."""
         dev.connected = True
         self.set(dev.path, DEVICE, {"Connected": Variant("b", True)})
         self.set(dev.path, DEVICE, {"ServicesResolved": Variant("b", True)})
@@ -222,12 +231,17 @@ class FakeBluez:
             self.add(dev.transport_path, {TRANSPORT: self._transport_props(dev)})
             self.add(dev.path, {BATTERY: {"Percentage": Variant("y", battery_of(dev.speaker))}})
 
-    def _link_down(self, dev: FakeDevice) -> None:
-        """And as it goes: profiles first (transport, battery), then ServicesResolved, then Connected."""
-        dev.connected = False
+    def _profiles_down(self, dev: FakeDevice) -> None:
+        """The first half of a disconnection: profiles go (transport, Battery1), then ServicesResolved."""
         self.remove(dev.transport_path)
         self.remove(dev.path, [BATTERY])
         self.set(dev.path, DEVICE, {"ServicesResolved": Variant("b", False)})
+
+    def _link_down(self, dev: FakeDevice, reason: str) -> None:
+        """The second half, as src/device.c does it: the Disconnected signal, then Connected=false (which
+        BlueZ flushes before it replies to Disconnect)."""
+        dev.connected = False
+        self._signal(dev.path, DEVICE, "Disconnected", "ss", [reason, DISCONNECT_REASONS[reason]])
         self.set(dev.path, DEVICE, {"Connected": Variant("b", False)})
 
     async def poll_room(self) -> None:
@@ -258,6 +272,8 @@ class FakeBluez:
             reply = Message.new_method_return(msg, signature, body)
         except Error as err:
             reply = Message.new_error(msg, err.name, err.text)
+        except Exception as err:  # the room failed under us (e.g. a node that never came): BlueZ says Failed
+            reply = Message.new_error(msg, "org.bluez.Error.Failed", f"{type(err).__name__}: {err}")
         self.bus.send(reply)
 
     def _handler(self, msg: Message) -> Callable[[Message], Any] | None:
@@ -387,7 +403,7 @@ class FakeBluez:
             raise Error("org.bluez.Error.DoesNotExist", "Does Not Exist")
         async with dev.lock:
             if dev.connected:
-                await self._disconnect(dev)
+                await self._disconnect(dev, "org.bluez.Reason.Local")
             dev.paired = dev.trusted = False
             self.remove(dev.path)
         return "", []
@@ -399,11 +415,15 @@ class FakeBluez:
             if dev.connected:
                 raise Error("org.bluez.Error.AlreadyConnected", "Already Connected")
             await self._fail_if_scripted(dev)
-            dev.connected = True
-            if dev.speaker is not None:
-                # The speaker's node appears the way PipeWire makes it from the transport: a process of the room.
-                await asyncio.to_thread(Room(self.root).connect, dev.address)
             self._link_up(dev)
+            if dev.speaker is not None:
+                # The node appears as PipeWire would make it from the transport: a process of the room.
+                try:
+                    await asyncio.to_thread(Room(self.root).connect, dev.address)
+                except Exception:
+                    self._profiles_down(dev)
+                    self._link_down(dev, "org.bluez.Reason.Unknown")
+                    raise
         return "", []
 
     async def _fail_if_scripted(self, dev: FakeDevice) -> None:
@@ -419,13 +439,15 @@ class FakeBluez:
         async with dev.lock:
             if not dev.connected:
                 raise Error("org.bluez.Error.NotConnected", "Not Connected")
-            await self._disconnect(dev)
+            await self._disconnect(dev, "org.bluez.Reason.Local")
         return "", []
 
-    async def _disconnect(self, dev: FakeDevice) -> None:
+    async def _disconnect(self, dev: FakeDevice, reason: str) -> None:
+        self._profiles_down(dev)
         if dev.speaker is not None:
+            # PipeWire removes the node once the transport is gone.
             await asyncio.to_thread(Room(self.root).disconnect, dev.address)
-        self._link_down(dev)
+        self._link_down(dev, reason)
 
     async def pair(self, msg: Message) -> tuple[str, list[Any]]:
         dev = self._device(msg)
@@ -495,7 +517,7 @@ class FakeBluez:
         async with dev.lock:
             dev.out_of_range = True
             if dev.connected:
-                await self._disconnect(dev)
+                await self._disconnect(dev, TIMEOUT)
         return "", []
 
     async def ctl_in_range(self, msg: Message) -> tuple[str, list[Any]]:

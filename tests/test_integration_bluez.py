@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
 
 from pwgroup import cli as cli_module
-from pwgroup.bluez.client import BluezClient
+from pwgroup.bluez.client import AGENT_PATH, BluezClient
 from pwgroup.bluez.props import DEVICE
 from pwgroup.bluez.reconnect import Backoff, Reconnect, reconnect
 from pwgroup.sim.fakebluez import STRANGERS, battery_of, reported_delay_tenths
@@ -406,5 +407,41 @@ def test_invalid_utf8_on_the_bus_drops_its_sender_not_us(bus: Room) -> None:
             assert await bt.wait_until(lambda: bt.device(spk.address).battery.percentage == 33, 5)  # type: ignore[union-attr]
             assert bt.device(spk.address).alias == spk.description  # type: ignore[union-attr]
             await asyncio.to_thread(bus.bluez_control, "SetBattery", spk.address, battery_of(spk))
+
+    asyncio.run(check())
+
+
+def test_pairing_agent_answers_only_for_the_device_being_paired(bus: Room) -> None:
+    async def check() -> None:
+        async with await BluezClient.open() as bt:
+            other = await MessageBus(bus_type=BusType.SYSTEM).connect()
+            try:
+
+                async def ask(member: str, signature: str, body: list) -> Message:  # type: ignore[type-arg]
+                    return await other.call(
+                        Message(
+                            destination=bt.bus.unique_name,
+                            path=AGENT_PATH,
+                            interface="org.bluez.Agent1",
+                            member=member,
+                            signature=signature,
+                            body=body,
+                        )
+                    )
+
+                # Nobody is being paired: a request from the air (or any bus client) is refused.
+                device = "/org/bluez/hci0/dev_AA_BB_CC_00_00_01"
+                for member, signature, body in (
+                    ("RequestAuthorization", "o", [device]),
+                    ("RequestConfirmation", "ou", [device, 123456]),
+                    ("RequestPinCode", "o", [device]),
+                    ("AuthorizeService", "os", [device, "0000110d-0000-1000-8000-00805f9b34fb"]),
+                ):
+                    reply = await ask(member, signature, body)
+                    assert reply.error_name == "org.bluez.Error.Rejected", member
+                assert (await ask("Release", "", [])).message_type == MessageType.METHOD_RETURN
+                assert (await ask("Nonsense", "", [])).message_type == MessageType.ERROR
+            finally:
+                other.disconnect()
 
     asyncio.run(check())

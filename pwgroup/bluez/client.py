@@ -122,7 +122,12 @@ class BluezClient:
         serial = self.bus.next_serial()
         self._refresh_serial = serial
         msg = Message(destination=BLUEZ, path="/", interface=OBJECT_MANAGER, member="GetManagedObjects", serial=serial)
-        reply = await asyncio.wait_for(self.bus.call(msg), CALL_TIMEOUT)
+        try:
+            reply = await asyncio.wait_for(self.bus.call(msg), CALL_TIMEOUT)
+        except TimeoutError:
+            raise BluetoothUnavailable(
+                f"Bluetooth control unavailable: BlueZ did not answer within {CALL_TIMEOUT:g} s"
+            ) from None
         if reply.message_type == MessageType.ERROR:
             raise errors.from_dbus(reply.error_name or "", _error_text(reply), "reading BlueZ's objects")
 
@@ -176,7 +181,7 @@ class BluezClient:
 
     async def _refresh_quietly(self) -> None:
         # A BlueZ that dies again while starting is seen by the next NameOwnerChanged.
-        with contextlib.suppress(BluetoothError, TimeoutError):
+        with contextlib.suppress(BluetoothError):
             await self.refresh()
 
     def _changed(self) -> None:
@@ -309,6 +314,7 @@ class BluezClient:
         signature: str = "",
         body: list[Any] | None = None,
         timeout: float = CALL_TIMEOUT,
+        what: str = "",
     ) -> Message:
         msg = Message(
             destination=destination,
@@ -321,7 +327,7 @@ class BluezClient:
         try:
             return await asyncio.wait_for(self.bus.call(msg), timeout)
         except TimeoutError:
-            raise errors.ConnectFailed(f"{member} timed out after {timeout:g} s", "timeout") from None
+            raise errors.ConnectFailed(f"{what or member} failed: no answer within {timeout:g} s", "timeout") from None
         except (OSError, EOFError) as err:
             raise BluetoothUnavailable(f"Bluetooth control unavailable: the system bus went away ({err})") from None
 
@@ -336,7 +342,7 @@ class BluezClient:
         what: str = "",
         timeout: float = CALL_TIMEOUT,
     ) -> list[Any]:
-        reply = await self._raw_call(destination, path, interface, member, signature, body, timeout)
+        reply = await self._raw_call(destination, path, interface, member, signature, body, timeout, what)
         if reply.message_type == MessageType.ERROR:
             raise errors.from_dbus(reply.error_name or "", _error_text(reply), what or member)
         return list(reply.body)

@@ -3,7 +3,9 @@
 Each trial: a sweep through a path of a direct sound at a random fractional delay (80-300 ms) plus 2-4
 reflections (1-25 ms later, 0.2-0.8 of the direct's gain, random polarity), white noise at the given SNR
 (noise power against the received signal's power over the sweep), estimated with pwgroup's estimator.
-Usage: python bench/estimator.py [--trials 200] [--snr 20 -10 -25] [--seed 1] [--duration 1.0]
+Each SNR is run with every sweep length given: 0.5 s is what calibration plays first, 2 s what it plays
+when a speaker was not heard.
+Usage: python bench/estimator.py [--trials 200] [--snr 20 -10 -25] [--seed 1] [--durations 0.5 2.0]
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=200)
     ap.add_argument("--snr", type=float, nargs="+", default=[20.0, -10.0, -25.0])
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--duration", type=float, default=1.0)
+    ap.add_argument("--durations", type=float, nargs="+", default=[0.5, 2.0])
     args = ap.parse_args()
-    x = est.sweep(args.duration)
-    report = {"trials": args.trials, "sweep_s": args.duration, "band_hz": [est.F_LOW, est.F_HIGH], "results": []}
-    for snr in args.snr:
+    report = {"trials": args.trials, "band_hz": [est.F_LOW, est.F_HIGH], "results": []}
+    for duration, snr in ((d, s) for s in args.snr for d in args.durations):
+        x = est.sweep(duration)
         rng = np.random.default_rng(args.seed)
         errors, missed, t0 = [], 0, time.perf_counter()
         for _ in range(args.trials):
@@ -59,6 +61,7 @@ def main() -> None:
         report["results"].append(
             {
                 "snr_db": snr,
+                "sweep_s": duration,
                 "worst_ms": round(float(e.max()), 5),
                 "mean_ms": round(float(e.mean()), 5),
                 "p99_ms": round(float(np.percentile(e, 99)), 5),

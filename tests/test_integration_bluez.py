@@ -333,6 +333,9 @@ def test_hostile_aliases_over_the_bus_are_printed_literally_and_never_run(
                 assert listed[address]["name"] == alias
                 line = next(ln for ln in out.splitlines() if address in ln)
                 assert line.startswith(cli_module.safe_text(alias, 40))
+        code, out, err = cli("scan", "--seconds", "1")
+        assert code == 0 and "\x1b" not in out and "\u202e" not in out, err
+        assert all(cli_module.safe_text(alias, 40) in out for alias in batch.values())
         # In-process, every program started while listing is recorded: no alias ever reaches an argv.
         for key in ("XDG_RUNTIME_DIR", "PIPEWIRE_RUNTIME_DIR", "PULSE_SERVER", "DBUS_SESSION_BUS_ADDRESS"):
             monkeypatch.setenv(key, bus.env[key])

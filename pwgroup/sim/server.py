@@ -138,7 +138,8 @@ class PrivateServer:
     # ------------------------------------------------------------ lifecycle
     @property
     def up(self) -> bool:
-        return self.running("pipewire") and (self.root / "pipewire-0").exists()
+        # A room without its system bus was made by an older pwgroup: it is rebuilt rather than half used.
+        return self.running("pipewire") and (self.root / "pipewire-0").exists() and (self.root / SYSTEM_BUS).exists()
 
     def start(self) -> None:
         if self.up:

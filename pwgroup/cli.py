@@ -14,7 +14,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pwgroup import __version__
 from pwgroup.model import (
@@ -27,6 +27,9 @@ from pwgroup.model import (
     UserError,
     check_group_name,
 )
+
+if TYPE_CHECKING:  # Bluetooth stays a lazy import: commands that do not need it never load dbus-fast
+    from pwgroup.bluez.props import Device
 
 MAX_DELAY_MS = 1900.0
 # pw-cli 0.3.65 copies its arguments into a 4 KiB stack buffer; the sink's properties must stay well inside.
@@ -136,7 +139,7 @@ def speaker_rows(views: Sequence[Any]) -> list[list[str]]:
 # ---------------------------------------------------------------- Bluetooth (BlueZ on the system bus)
 
 
-async def _bluez_devices() -> tuple[Any, str | None]:
+async def _bluez_devices() -> tuple[list[Device] | None, str | None]:
     """BlueZ's devices, or None and the one-line reason it cannot be asked."""
     from pwgroup.bluez.client import BluezClient
     from pwgroup.bluez.errors import BluetoothError

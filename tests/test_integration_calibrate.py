@@ -136,3 +136,30 @@ def test_a_speaker_whose_output_is_cut_is_not_heard_and_keeps_its_delay(
     assert quiet.address in err and "not calibrated" in err
     status = json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]["members"]
     assert {m["speaker"]: m["delay_ms"] for m in status}[quiet.address] == 33.0
+
+
+@pytest.mark.parametrize("method", ["sweep", "fast"])
+def test_a_microphone_that_records_silence_is_a_clear_error(cli, room: Room, group: str, method: str) -> None:
+    from pwgroup.graph import spajson
+
+    props = {
+        "factory.name": "support.null-audio-sink",
+        "node.name": "pwgroup-test.deaf-mic",
+        "media.class": "Audio/Source/Virtual",
+        "audio.position": ["MONO"],
+        "object.linger": True,
+    }
+    room.pw_cli("create-node", "adapter", spajson.dumps(props))
+    deaf = room.wait_graph(lambda g: g.node_by_name("pwgroup-test.deaf-mic") is not None).node_by_name(
+        "pwgroup-test.deaf-mic"
+    )
+    assert deaf is not None
+    try:
+        before = json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]["members"]
+        code, _out, err = cli("calibrate", group, "--mic", "pwgroup-test.deaf-mic", "--method", method)
+        assert code == 2 and "recorded silence" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1
+        after = json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]["members"]
+        assert [m["delay_ms"] for m in after] == [m["delay_ms"] for m in before]  # the group is as it was
+    finally:
+        room.pw_cli("destroy", str(deaf.id))

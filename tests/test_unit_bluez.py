@@ -11,10 +11,11 @@ import sys
 import unicodedata
 
 import pytest
-from dbus_fast import Message, Variant
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast._private.unmarshaller import Unmarshaller
 
 from pwgroup.bluez import errors
+from pwgroup.bluez.client import BluezClient
 from pwgroup.bluez.props import (
     A2DP_SINK_UUID,
     BATTERY,
@@ -114,6 +115,63 @@ def test_bluez_errors_become_typed_one_line_errors(name: str, cls: type, exit_co
     err = errors.from_dbus(name, "br-connection-page-timeout\n\x1b[31msecond line", "connect AA:BB:CC:00:00:01")
     assert type(err) is cls and err.exit_code == exit_code and err.name == name
     assert "\n" not in err.message and "\x1b" not in err.message
+
+
+# ---------------------------------------------------------------- the cache's bus order
+
+
+def _from(sender: str, **kw) -> Message:  # type: ignore[no-untyped-def]
+    return Message(sender=sender, **kw)
+
+
+def _props_changed(path: str, sender: str, **changed: Variant) -> Message:
+    return _from(
+        sender,
+        message_type=MessageType.SIGNAL,
+        path=path,
+        interface="org.freedesktop.DBus.Properties",
+        member="PropertiesChanged",
+        signature="sa{sv}as",
+        body=[DEVICE, changed, []],
+    )
+
+
+def test_cache_applies_the_tree_in_bus_order_with_the_signals() -> None:
+    # No bus needed: the messages are fed as the connection would deliver them, in order.
+    client = BluezClient(bus=None)  # type: ignore[arg-type]
+    client.owner = ":1.7"
+    client._refresh_serial = 41
+    device = {
+        "Address": Variant("s", "AA:BB:CC:00:00:01"),
+        "Alias": Variant("s", "old name"),
+        "Connected": Variant("b", True),
+    }
+    tree = {DEV: {DEVICE: device}}
+    # The answer is applied where it stands in the stream (not later, when the awaiting code resumes, which
+    # would undo changes that arrived in between); a change sent before it is part of it.
+    client._on_message(_props_changed(DEV, ":1.7", Alias=Variant("s", "stale")))
+    client._on_message(
+        _from(":1.7", message_type=MessageType.METHOD_RETURN, reply_serial=41, signature="a{oa{sa{sv}}}", body=[tree])
+    )
+    assert client.device("AA:BB:CC:00:00:01").alias == "old name"  # type: ignore[union-attr]
+    # Changes sent after the answer apply on top of it; changes from anyone but BlueZ never do.
+    client._on_message(_props_changed(DEV, ":1.7", Alias=Variant("s", "new name"), Connected=Variant("b", False)))
+    client._on_message(_props_changed(DEV, ":1.99", Alias=Variant("s", "impostor")))
+    dev = client.device("AA:BB:CC:00:00:01")
+    assert dev is not None and dev.alias == "new name" and not dev.connected
+    # BlueZ going away empties the cache: nothing of its old tree is true any more.
+    client._on_message(
+        _from(
+            "org.freedesktop.DBus",
+            message_type=MessageType.SIGNAL,
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="NameOwnerChanged",
+            signature="sss",
+            body=["org.bluez", ":1.7", ""],
+        )
+    )
+    assert not client.available and client.devices() == []
 
 
 # ---------------------------------------------------------------- the joined view

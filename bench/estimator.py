@@ -57,14 +57,14 @@ def main() -> None:
                 missed += 1
                 continue
             errors.append(abs(err) * 1000 / RATE)
-        e = np.array(errors) if errors else np.array([math.nan])
+        e = np.array(errors) if errors else None
         report["results"].append(
             {
                 "snr_db": snr,
                 "sweep_s": duration,
-                "worst_ms": round(float(e.max()), 5),
-                "mean_ms": round(float(e.mean()), 5),
-                "p99_ms": round(float(np.percentile(e, 99)), 5),
+                "worst_ms": None if e is None else round(float(e.max()), 5),
+                "mean_ms": None if e is None else round(float(e.mean()), 5),
+                "p99_ms": None if e is None else round(float(np.percentile(e, 99)), 5),
                 "not_heard": missed,
                 "seconds_per_estimate": round((time.perf_counter() - t0) / args.trials, 4),
             }

@@ -23,7 +23,7 @@ F_HIGH = 12000.0
 
 Status = Literal["ok", "not-heard", "clipped"]
 MIN_SNR_DB = 18.0  # below this peak-to-noise ratio (dB) an arrival is not trusted
-EARLY_DB = 20.0  # how far out of the noise an arrival earlier than the strongest must stand
+EARLY_DB = 15.0  # how far out of the noise an arrival earlier than the strongest must stand (noise: ~1e-14 per lag)
 LOBE = 24  # samples (0.5 ms): paths closer than this to the direct sound merge with it
 FAINT_DB = 40.0  # an arrival this far under the loudest speaker's is leakage from it (sidelobes), not a speaker
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped (integer microphones saturate at 1.0)

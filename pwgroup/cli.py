@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pwgroup import __version__
@@ -22,7 +25,6 @@ from pwgroup.model import (
     EXIT_OK,
     EXIT_USER,
     GroupSpec,
-    MemberSpec,
     PwgroupError,
     UserError,
     check_group_name,
@@ -258,21 +260,53 @@ async def cmd_pair(args: argparse.Namespace) -> int:
 
 
 async def _edit_group(name: str, edit) -> None:  # type: ignore[no-untyped-def]
-    from pwgroup.supervisor import converge, desired_from_graph
+    """Edit one group in the configuration (the desired state), save it, and make the graph match: through the
+    daemon when one runs, else here. A group only the graph knows (made before the config) is adopted."""
+    from pwgroup.config import ConfigFile
 
+    cfg = ConfigFile.open()
     be = await _backend()
     try:
-        current = desired_from_graph(be.graph, name)
+        current = cfg.group(name) or _adopt(be.graph, name)
         desired = edit(be.graph, current)
-        await converge(be, desired, name)
+        if desired is None:
+            cfg.remove_group(name)
+        else:
+            cfg.set_group(desired)
+        cfg.save()
+        await _apply(be, desired.spec() if desired else None, name)
     finally:
         await be.close()
 
 
+def _adopt(graph: Any, name: str) -> Any:
+    from pwgroup.config import GroupConfig, MemberConfig
+    from pwgroup.supervisor import desired_from_graph
+
+    found = desired_from_graph(graph, name)
+    if found is None:
+        return None
+    return GroupConfig(found.name, found.description, tuple(MemberConfig(m.speaker, m.delay_ms) for m in found.members))
+
+
+async def _apply(be: Any, desired: GroupSpec | None, name: str, at_once: bool = False) -> None:
+    """Make group `name` in the graph match `desired`: the daemon does it when it runs (we wait for it)."""
+    from pwgroup.supervisor import converge, daemon_pid, wait_applied
+
+    pid = daemon_pid(be.env)
+    if pid is None:
+        await converge(be, desired, name, at_once=at_once)
+        return
+    os.kill(pid, signal.SIGHUP)
+    await wait_applied(be, desired, name)
+
+
 async def cmd_group_create(args: argparse.Namespace) -> int:
+    from pwgroup.config import GroupConfig, MemberConfig
+
     name = check_group_name(args.name)
 
-    def edit(graph: Any, current: GroupSpec | None) -> GroupSpec:
+    def edit(graph: Any, current: Any) -> Any:
         if current is not None:
             raise UserError(f"group {name!r} already exists: pick another name or 'pwgroup group delete {name}'")
         keys: list[str] = []
@@ -284,29 +318,31 @@ async def cmd_group_create(args: argparse.Namespace) -> int:
         description = args.description if args.description else f"{name} (pwgroup)"
         if len(description) > MAX_DESCRIPTION:
             raise UserError(f"--description is {len(description)} characters long: use at most {MAX_DESCRIPTION}")
-        return GroupSpec(name, description, tuple(MemberSpec(k) for k in keys))
+        return GroupConfig(name, description, tuple(MemberConfig(k) for k in keys))
 
     await _edit_group(name, edit)
     print(f"group {name} created: play to the sink 'pwgroup.{name}'")
     return EXIT_OK
 
 
-def _need(current: GroupSpec | None, name: str) -> GroupSpec:
+def _need(current: Any, name: str) -> Any:
     if current is None:
         raise UserError(f"no group named {name!r}: 'pwgroup status' lists the groups")
     return current
 
 
 async def cmd_group_add(args: argparse.Namespace) -> int:
+    from pwgroup.config import MemberConfig
+
     name = check_group_name(args.name)
     delay = _parse_delay(args.delay) if args.delay is not None else 0.0
 
-    def edit(graph: Any, current: GroupSpec | None) -> GroupSpec:
+    def edit(graph: Any, current: Any) -> Any:
         group = _need(current, name)
         key = _resolve_speaker(graph, args.speaker)
         if group.member(key):
             raise UserError(f"{safe_text(args.speaker, 60)!r} is already in group {name!r}")
-        return GroupSpec(group.name, group.description, (*group.members, MemberSpec(key, delay)))
+        return dataclasses.replace(group, members=(*group.members, MemberConfig(key, delay)))
 
     await _edit_group(name, edit)
     return EXIT_OK
@@ -315,16 +351,16 @@ async def cmd_group_add(args: argparse.Namespace) -> int:
 async def cmd_group_remove(args: argparse.Namespace) -> int:
     name = check_group_name(args.name)
 
-    def edit(graph: Any, current: GroupSpec | None) -> GroupSpec:
+    def edit(graph: Any, current: Any) -> Any:
         group = _need(current, name)
         key = _member_key(graph, group, args.speaker)
-        return GroupSpec(group.name, group.description, tuple(m for m in group.members if m.speaker != key))
+        return dataclasses.replace(group, members=tuple(m for m in group.members if m.speaker != key))
 
     await _edit_group(name, edit)
     return EXIT_OK
 
 
-def _member_key(graph: Any, group: GroupSpec, text: str) -> str:
+def _member_key(graph: Any, group: Any, text: str) -> str:
     from pwgroup.graph import layout
     from pwgroup.model import normalize_address
 
@@ -335,14 +371,14 @@ def _member_key(graph: Any, group: GroupSpec, text: str) -> str:
         return addr
     spk = layout.find_speaker(graph, text)
     if spk and group.member(spk.key):
-        return spk.key
+        return str(spk.key)
     raise UserError(f"{safe_text(text, 60)!r} is not a member of group {group.name!r}")
 
 
 async def cmd_group_delete(args: argparse.Namespace) -> int:
     name = check_group_name(args.name)
 
-    def edit(graph: Any, current: GroupSpec | None) -> None:
+    def edit(graph: Any, current: Any) -> None:
         _need(current, name)
         return None
 
@@ -351,14 +387,34 @@ async def cmd_group_delete(args: argparse.Namespace) -> int:
 
 
 async def cmd_delay_set(args: argparse.Namespace) -> int:
+    from pwgroup.config import with_member_values
+
     name = check_group_name(args.name)
     delay = _parse_delay(args.ms)
 
-    def edit(graph: Any, current: GroupSpec | None) -> GroupSpec:
+    def edit(graph: Any, current: Any) -> Any:
         group = _need(current, name)
         key = _member_key(graph, group, args.speaker)
-        members = tuple(MemberSpec(m.speaker, delay) if m.speaker == key else m for m in group.members)
-        return GroupSpec(group.name, group.description, members)
+        return with_member_values(group, key, delay_ms=delay)
+
+    await _edit_group(name, edit)
+    return EXIT_OK
+
+
+async def cmd_delay_trim(args: argparse.Namespace) -> int:
+    from pwgroup.config import with_member_values
+
+    name = check_group_name(args.name)
+    try:
+        trim = float(args.ms)
+    except ValueError:
+        raise UserError(f"invalid trim {safe_text(args.ms, 20)!r}: give milliseconds, e.g. -2.5") from None
+    if not -MAX_DELAY_MS <= trim <= MAX_DELAY_MS:
+        raise UserError(f"trim {trim:g} ms is out of range: use -{MAX_DELAY_MS:g} to {MAX_DELAY_MS:g} ms")
+
+    def edit(graph: Any, current: Any) -> Any:
+        group = _need(current, name)
+        return with_member_values(group, _member_key(graph, group, args.speaker), trim_ms=trim)
 
     await _edit_group(name, edit)
     return EXIT_OK
@@ -366,30 +422,43 @@ async def cmd_delay_set(args: argparse.Namespace) -> int:
 
 async def cmd_calibrate(args: argparse.Namespace) -> int:
     from pwgroup.calibrate.session import apply_reported, calibrate
-    from pwgroup.supervisor import converge, desired_from_graph
+    from pwgroup.config import ConfigFile
+    from pwgroup.supervisor import converge, hold
 
     name = check_group_name(args.name)
-    if args.method == "reported" and args.mic is not None:
+    cfg = ConfigFile.open()
+    method = args.method or cfg.config.calibration.method
+    if method == "reported" and args.mic is not None:
         raise UserError("--method reported uses no microphone: drop --mic, or measure with --method sweep")
     be = await _backend()
     try:
-        group = _need(desired_from_graph(be.graph, name), name)
-        if args.method == "reported":
-            devices, unavailable = await _bluez_devices()
-            if unavailable:
-                print(f"pwgroup: {unavailable}; using what PipeWire reports", file=sys.stderr)
-            delays = {d.address: d.transport.delay_ms for d in devices or () if d.transport and d.transport.delay_ms}
-            report = await apply_reported(be, group, lambda desired: converge(be, desired, name), delays)
-            return _print_reported(report, args.json)
-        report = await calibrate(
-            be,
-            group,
-            args.mic,
-            lambda desired, at_once=False: converge(be, desired, name, at_once=at_once),
-            fast=args.method == "fast",
-        )
+        group = _need(cfg.group(name) or _adopt(be.graph, name), name)
+        spec = group.spec()
+
+        def apply(desired: GroupSpec, at_once: bool = False) -> Any:
+            return converge(be, desired, name, at_once=at_once)
+
+        # A running daemon leaves the group to us while we measure, then takes the saved result.
+        with hold(be.env, name):
+            if method == "reported":
+                devices, unavailable = await _bluez_devices()
+                if unavailable:
+                    print(f"pwgroup: {unavailable}; using what PipeWire reports", file=sys.stderr)
+                told = {d.address: d.transport.delay_ms for d in devices or () if d.transport and d.transport.delay_ms}
+                report = await apply_reported(be, spec, apply, told)
+            else:
+                mic = args.mic or cfg.config.calibration.microphone
+                report = await calibrate(be, spec, mic, apply, fast=method == "fast")
+        if report.applied:
+            group = _calibrated(group, report)
+            cfg.set_group(group)
+            cfg.save()
+        # Trims from the config go on top of the aligned delays (or, after a failed check, stay as they were).
+        await _apply(be, group.spec(), name)
     finally:
         await be.close()
+    if method == "reported":
+        return _print_reported(report, args.json)
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
     else:
@@ -420,6 +489,26 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _calibrated(group: Any, report: Any) -> Any:
+    """The group's config with what calibration found: aligned delays, latencies and when; trims stay."""
+    import datetime as dt
+
+    from pwgroup.config import with_member_values
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    for m in report.members:
+        if m.status in ("ok", "reported") and m.delay_ms is not None:
+            measured = m.status == "ok"  # a reported latency is a guess: it is not kept as a measurement
+            group = with_member_values(
+                group,
+                m.speaker,
+                delay_ms=m.delay_ms,
+                latency_ms=m.latency_ms if measured else None,
+                calibrated=now if measured else None,
+            )
+    return group
 
 
 def _print_reported(report: Any, as_json: bool) -> int:
@@ -549,6 +638,59 @@ def cmd_sim_env(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- the daemon, its unit, the config
+
+
+async def cmd_daemon(args: argparse.Namespace) -> int:
+    from pwgroup import daemon
+
+    path = Path(args.config) if args.config else None
+    if path is not None and not path.is_file():
+        raise UserError(f"no configuration file at {safe_text(str(path), 200)}: give an existing file")
+    return await daemon.run(path, keep=args.keep)
+
+
+def cmd_service_install(args: argparse.Namespace) -> int:
+    from pwgroup.daemon import unit_path, unit_text
+
+    text = unit_text(sys.executable)
+    if args.print:
+        print(text, end="")
+        return EXIT_OK
+    path = unit_path(os.environ)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    print(f"installed {path}")
+    print(
+        "start it now and on every login with: systemctl --user daemon-reload && systemctl --user enable --now pwgroup"
+    )
+    return EXIT_OK
+
+
+def cmd_config_path(args: argparse.Namespace) -> int:
+    from pwgroup.config import config_path
+
+    print(config_path())
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from pwgroup.config import ConfigFile, config_path
+
+    path = Path(args.config) if args.config else config_path()
+    if not path.exists():
+        print(f"{path}: no configuration yet (pwgroup writes it when you create a group)")
+        return EXIT_OK
+    cfg = ConfigFile.open(path).config
+    for warning in cfg.warnings:
+        print(f"pwgroup: warning: {warning}", file=sys.stderr)
+    members = sum(len(g.members) for g in cfg.groups.values())
+    print(f"{path}: valid: {len(cfg.groups)} group(s), {members} member(s)")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parsing
 
 
@@ -604,6 +746,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("speaker")
     ds.add_argument("ms")
     ds.set_defaults(run=cmd_delay_set)
+    dt = dl.add_parser("trim", help="add a manual trim (ms, may be negative) on top of a member's delay")
+    dt.add_argument("name")
+    dt.add_argument("speaker")
+    dt.add_argument("ms")
+    dt.set_defaults(run=cmd_delay_trim)
 
     ca = sub.add_parser("calibrate", help="measure each speaker with a microphone and align the group")
     ca.add_argument("name")
@@ -611,12 +758,27 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument(
         "--method",
         choices=("sweep", "fast", "reported"),
-        default="sweep",
-        help="sweep: one sweep staggered through the group sink (default); fast: all speakers at once, each "
-        "with its own probe; reported: no microphone, BlueZ's or PipeWire's reported latency (a guess)",
+        default=None,
+        help="sweep: one sweep staggered through the group sink (the default, or [calibration] method); "
+        "fast: all speakers at once, each with its own probe; reported: no microphone, BlueZ's or PipeWire's "
+        "reported latency (a guess)",
     )
     ca.add_argument("--json", action="store_true")
     ca.set_defaults(run=cmd_calibrate)
+
+    dm = sub.add_parser("daemon", help="keep the configured groups built and healed (for systemd, or a terminal)")
+    dm.add_argument("--config", metavar="FILE", help="the configuration file (default: pwgroup config path)")
+    dm.add_argument("--keep", action="store_true", help="on SIGTERM, leave the groups standing")
+    dm.set_defaults(run=cmd_daemon)
+    sv = sub.add_parser("service", help="the systemd user unit").add_subparsers(dest="sub", metavar="ACTION")
+    si = sv.add_parser("install", help="write ~/.config/systemd/user/pwgroup.service for this pwgroup")
+    si.add_argument("--print", action="store_true", help="print the unit instead of writing it")
+    si.set_defaults(run=cmd_service_install)
+    cf = sub.add_parser("config", help="the configuration file").add_subparsers(dest="sub", metavar="ACTION")
+    cf.add_parser("path", help="print where the configuration lives").set_defaults(run=cmd_config_path)
+    cc = cf.add_parser("check", help="validate the configuration: file, line and key of every problem")
+    cc.add_argument("--config", metavar="FILE")
+    cc.set_defaults(run=cmd_config_check)
 
     st = sub.add_parser("status", help="show groups, members, presence and delays")
     st.add_argument("name", nargs="?")

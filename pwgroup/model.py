@@ -189,10 +189,12 @@ def speakers_in(graph: Graph) -> list[Speaker]:
 
 @dataclass(frozen=True)
 class MemberSpec:
-    """A wanted member: the speaker (address or node name) and its delay."""
+    """A wanted member: the speaker (address or node name), its delay, volume and channel role."""
 
     speaker: str
     delay_ms: float = 0.0
+    volume: float = 1.0
+    channels: str = "both"  # both | left | right | mono (a downmix of both)
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ class MemberState:
     linked: bool
     delay_ms: float | None
     pid: int | None
+    gain: float | None = None  # the playing line's gain in the element's mixer: volume, halved for mono
 
     @property
     def present(self) -> bool:
@@ -285,4 +288,12 @@ class SetDelay:
     delay_ms: float
 
 
-Action = CreateSink | DestroySink | StartMember | StopMember | LinkPorts | Unlink | SetDelay
+@dataclass(frozen=True)
+class SetGain:
+    group: str
+    speaker: str
+    node_id: int
+    gain: float
+
+
+Action = CreateSink | DestroySink | StartMember | StopMember | LinkPorts | Unlink | SetDelay | SetGain

@@ -7,8 +7,16 @@ twice does nothing the second time and a restart converges to the same graph.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 
+from pwgroup.config import Config, ConfigFile
 from pwgroup.graph import Backend, layout
+from pwgroup.graph.proc import process_alive
 from pwgroup.model import (
     Action,
     BackendError,
@@ -19,10 +27,13 @@ from pwgroup.model import (
     LinkPorts,
     MemberSpec,
     MemberState,
+    PwgroupError,
     SetDelay,
+    SetGain,
     StartMember,
     StopMember,
     Unlink,
+    UserError,
 )
 
 
@@ -53,26 +64,39 @@ def reconcile(desired: GroupSpec | None, graph: Graph, name: str) -> list[Action
             # Half an element is no element: stop it, the next pass starts a whole one.
             actions.append(_stop(name, member))
             continue
-        feeds = [(state.sink.id, member.in_node.id, True)]
+        # The group's monitor feeds the element by the member's channel role; the element feeds its speaker.
+        outs = graph.ports_of(state.sink.id, "out", monitor=True)
+        wanted_feed = set(layout.feed_pairs(outs, graph.ports_of(member.in_node.id, "in"), spec.channels))
+        wanted_out: set[tuple[int, int]] = set()
         if member.speaker_node is not None:
-            feeds.append((member.out_node.id, member.speaker_node.id, False))
-        for out_id, in_id, monitor in feeds:
-            outs = graph.ports_of(out_id, "out", monitor=True if monitor else None)
-            ins = graph.ports_of(in_id, "in")
-            have = {(lk.out_port, lk.in_port) for lk in graph.links_between(out_id, in_id)}
-            actions += [LinkPorts(o, i) for o, i in layout.channel_pairs(outs, ins) if (o, i) not in have]
-        # A member's element feeds only its own speaker and is fed only by its group's sink.
-        allowed_out = {member.speaker_node.id} if member.speaker_node else set()
+            wanted_out = set(
+                layout.channel_pairs(
+                    graph.ports_of(member.out_node.id, "out"), graph.ports_of(member.speaker_node.id, "in")
+                )
+            )
+        have = {(lk.out_port, lk.in_port) for lk in graph.links_of(member.in_node.id)}
+        have |= {(lk.out_port, lk.in_port) for lk in graph.links_of(member.out_node.id)}
+        actions += [LinkPorts(o, i) for o, i in sorted(wanted_feed | wanted_out) if (o, i) not in have]
+        # A member's element feeds only its own speaker and is fed only by its group's sink (and, while a
+        # calibration runs, by its probe).
         for lk in graph.links_of(member.out_node.id):
-            if lk.out_node == member.out_node.id and lk.in_node not in allowed_out:
+            if lk.out_node == member.out_node.id and (lk.out_port, lk.in_port) not in wanted_out:
                 actions.append(Unlink(lk.id))
         for lk in graph.links_of(member.in_node.id):
-            if lk.in_node == member.in_node.id and lk.out_node != state.sink.id:
+            if lk.in_node != member.in_node.id or (lk.out_port, lk.in_port) in wanted_feed:
+                continue
+            source = graph.nodes.get(lk.out_node)
+            if source is None or source.props.get(layout.PROP_ROLE) != layout.ROLE_PROBE:
                 actions.append(Unlink(lk.id))
-        want = layout.delay_samples(spec.delay_ms, rate)
+        # Compared at the backend's resolution, or a delay it cannot make exactly would be set forever.
+        step = layout.graph_delay_step(graph)
+        want = layout.delay_samples(spec.delay_ms, rate, step)
         have_ms = member.delay_ms
-        if have_ms is not None and layout.delay_samples(have_ms, rate) != want:
+        if have_ms is not None and layout.delay_samples(have_ms, rate, step) != want:
             actions.append(SetDelay(name, spec.speaker, member.in_node.id, want * 1000.0 / rate))
+        gain = layout.member_gain(spec.volume, spec.channels)
+        if member.gain is not None and abs(member.gain - gain) > 1e-4:
+            actions.append(SetGain(name, spec.speaker, member.in_node.id, gain))
     return actions
 
 
@@ -98,6 +122,24 @@ async def execute(backend: Backend, action: Action, at_once: bool = False) -> No
             await backend.unlink(link_id)
         case SetDelay(_, _, node_id, delay_ms):
             await backend.set_delay(node_id, delay_ms, at_once=at_once)
+        case SetGain(_, _, node_id, gain):
+            await backend.set_gain(node_id, gain)
+
+
+async def apply_actions(backend: Backend, actions: list[Action], at_once: bool = False) -> None:
+    """Execute one pass of actions, independent ones side by side: removals, then new elements, then links,
+    then delay and gain changes (a delay change mostly waits for its line to fill)."""
+    stages: tuple[tuple[type, ...], ...] = (
+        (CreateSink,),
+        (StopMember, Unlink, DestroySink),
+        (StartMember,),
+        (LinkPorts,),
+        (SetDelay, SetGain),
+    )
+    for kinds in stages:
+        batch = [a for a in actions if isinstance(a, kinds)]
+        if batch:
+            await asyncio.gather(*(execute(backend, a, at_once) for a in batch))
 
 
 async def converge(
@@ -109,18 +151,25 @@ async def converge(
         actions = reconcile(desired, await backend.refresh(), name)
         if not actions:
             return taken
-        # Delay changes touch one member each and mostly wait for their line to fill: run them side by side.
-        delays = [a for a in actions if isinstance(a, SetDelay)]
-        for action in actions:
-            if not isinstance(action, SetDelay):
-                await execute(backend, action)
-        await asyncio.gather(*(execute(backend, a, at_once) for a in delays))
+        await apply_actions(backend, actions, at_once)
         taken += actions
         await backend.settle()
     left = reconcile(desired, await backend.refresh(), name)
     if left:
         raise BackendError(f"group {name!r} did not settle after {passes} passes: {left[0]!r}")
     return taken
+
+
+async def wait_applied(backend: Backend, desired: GroupSpec | None, name: str, timeout: float = 10.0) -> None:
+    """Wait until someone else (the daemon) has made group `name` match `desired`."""
+    deadline = time.monotonic() + timeout
+    while reconcile(desired, await backend.refresh(), name):
+        if time.monotonic() > deadline:
+            raise BackendError(
+                f"the pwgroup daemon did not apply the change to {name!r} within {timeout:g} s: "
+                "see its log (journalctl --user -u pwgroup)"
+            )
+        await backend.wait_changed(0.2)
 
 
 def desired_from_graph(graph: Graph, name: str) -> GroupSpec | None:
@@ -131,3 +180,258 @@ def desired_from_graph(graph: Graph, name: str) -> GroupSpec | None:
     description = state.sink.description if state.sink else name
     members = tuple(MemberSpec(m.speaker, m.delay_ms or 0.0) for m in state.members)
     return GroupSpec(name=name, description=description, members=members)
+
+
+# ---------------------------------------------------------------- one reconciler per session
+
+
+def runtime_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_RUNTIME_DIR") or f"/tmp/pwgroup-{os.getuid()}"
+    return Path(base) / "pwgroup"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class DaemonLock:
+    """An flock in the runtime dir: only one reconciler drives a session's graph."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.path = runtime_dir(env) / "daemon.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        for _ in range(40):  # a CLI may be probing the lock for a moment
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.025)
+        else:
+            os.close(fd)
+            pid = _read_pid(self.path)
+            raise UserError(f"a pwgroup daemon already runs in this session (pid {pid}): stop it first")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def daemon_pid(env: Mapping[str, str]) -> int | None:
+    """The pid of the session's running daemon, or None."""
+    path = runtime_dir(env) / "daemon.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_pid(path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def hold(env: Mapping[str, str], group: str) -> Iterator[None]:
+    """While held (a calibration measuring), the daemon leaves the group's graph alone."""
+    path = runtime_dir(env) / f"hold.{group}"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def held(env: Mapping[str, str], group: str) -> bool:
+    path = runtime_dir(env) / f"hold.{group}"
+    pid = _read_pid(path)
+    if pid is None:
+        return False
+    if process_alive(pid):
+        return True
+    with contextlib.suppress(OSError):
+        path.unlink()  # its holder died: the hold goes with it
+    return False
+
+
+# ---------------------------------------------------------------- the daemon's loop
+
+MAX_PASSES_PER_S = 30  # a flapping speaker costs at most this many reconcile passes a second
+RECONNECT_PERIOD_S = 0.2  # how often a lost PipeWire is looked for again
+
+
+class Supervisor:
+    """Keeps every configured group built, whatever comes and goes: one loop over graph events, level-triggered.
+
+    After any event the whole desired state (the config) is compared with the whole observed graph; events that
+    arrive while actions run are folded into the next pass, which is rate-limited so flapping cannot spin.
+    """
+
+    def __init__(
+        self,
+        config_path: Path,
+        env: Mapping[str, str],
+        log: Callable[[str, str], None],
+        open_backend: Callable[[], Awaitable[Backend]],
+        keep: bool = False,
+    ) -> None:
+        self.config_path = config_path
+        self.env = dict(env)
+        self.log = log
+        self.open_backend = open_backend
+        self.keep = keep
+        self.config = Config()
+        self.backend: Backend | None = None
+        self.passes = 0
+        self._stop = False
+        self._reload = False
+        self._wake = asyncio.Event()
+        self._removed: set[str] = set()  # groups taken out of the config while running: to be torn down
+        self._present: dict[tuple[str, str], bool] = {}
+
+    # ------------------------------------------------------------ requests (signal handlers call these)
+    def request_reload(self) -> None:
+        self._reload = True
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    # ------------------------------------------------------------ the loop
+    def load(self) -> None:
+        config = ConfigFile.open(self.config_path).config
+        for warning in config.warnings:
+            self.log("warning", warning)
+        self._removed |= set(self.config.groups) - set(config.groups)
+        self._removed -= set(config.groups)
+        self.config = config
+
+    async def run(self, notify: Callable[[str], None]) -> None:
+        self.load()
+        self.log("info", f"managing {len(self.config.groups)} group(s) from {self.config_path}")
+        await self._connect()
+        notify("READY=1")
+        try:
+            while not self._stop:
+                if self._reload:
+                    self._reload = False
+                    try:
+                        self.load()
+                        self.log("info", f"configuration reloaded: {len(self.config.groups)} group(s)")
+                    except UserError as err:
+                        self.log("error", f"configuration not reloaded, keeping the old one: {err.message}")
+                backend = self.backend
+                assert backend is not None
+                if not backend.alive:
+                    self.log("warning", "lost PipeWire: waiting for it to come back")
+                    await backend.close()
+                    await self._connect()
+                    continue
+                seen = backend.serial
+                started = time.monotonic()
+                await self._pass(backend)
+                # Rate limit: under a storm of events, passes are spaced; a lone event is served at once.
+                spare = 1.0 / MAX_PASSES_PER_S - (time.monotonic() - started)
+                if spare > 0 and backend.serial != seen:
+                    await asyncio.sleep(spare)
+                await self._wait(backend, seen)
+        finally:
+            notify("STOPPING=1")
+            await self._shutdown()
+
+    async def _connect(self) -> None:
+        said = False
+        while not self._stop:
+            try:
+                self.backend = await self.open_backend()
+                if said:
+                    self.log("info", "PipeWire is back: rebuilding the groups")
+                return
+            except PwgroupError as err:
+                if not said:
+                    self.log("warning", f"{err.message}; trying again every {RECONNECT_PERIOD_S:g} s")
+                    said = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RECONNECT_PERIOD_S)
+            self._wake.clear()
+
+    async def _wait(self, backend: Backend, seen: int) -> None:
+        if backend.serial != seen or self._stop or self._reload:
+            return
+        self._wake.clear()
+        changed = asyncio.ensure_future(backend.wait_changed(3600.0, since=seen))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({changed, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (changed, woken):
+                task.cancel()
+
+    async def _pass(self, backend: Backend) -> None:
+        self.passes += 1
+        graph = await backend.refresh()
+        wanted = {name: g.spec() for name, g in self.config.groups.items()}
+        for name in sorted(self._removed):
+            wanted[name] = None  # type: ignore[assignment]
+        for name, desired in wanted.items():
+            if held(self.env, name):
+                continue
+            self._note_presence(graph, name)
+            actions = reconcile(desired, graph, name)
+            if not actions:
+                if desired is None:
+                    self._removed.discard(name)
+                continue
+            try:
+                await apply_actions(backend, actions)
+            except PwgroupError as err:
+                # Level-triggered: the next event (or the next pass) tries again from what is there then.
+                self.log("warning", f"group {name}: {err.message}")
+            graph = await backend.refresh()
+
+    def _note_presence(self, graph: Graph, name: str) -> None:
+        """One log line per member that comes or goes."""
+        state = layout.observe_group(graph, name)
+        group = self.config.groups.get(name)
+        for m in group.members if group else ():
+            seen = state.member(m.speaker)
+            now = bool(seen and seen.present) or layout.find_speaker(graph, m.speaker) is not None
+            before = self._present.get((name, m.speaker))
+            if before is not None and before != now:
+                if now:
+                    self.log("info", f"group {name}: {m.speaker} returned; relinking it with its delay")
+                else:
+                    self.log("info", f"group {name}: {m.speaker} went away; the others play on")
+            self._present[(name, m.speaker)] = now
+
+    async def _shutdown(self) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        if not self.keep and backend.alive:
+            for name in sorted(set(self.config.groups) | self._removed):
+                try:
+                    await converge(backend, None, name)
+                    self.log("info", f"group {name} removed")
+                except PwgroupError as err:
+                    self.log("warning", f"group {name} not fully removed: {err.message}")
+        await backend.close()

@@ -14,6 +14,7 @@ from pwgroup.model import (
     Node,
     Port,
     SetDelay,
+    SetGain,
     StartMember,
     StopMember,
     Unlink,
@@ -188,3 +189,56 @@ def test_half_an_element_is_stopped_to_be_started_whole() -> None:
     m_in, m_out = b.member("g", ADDR)
     del b.g.nodes[m_out.id]
     assert reconcile(spec(MemberSpec(ADDR)), b.g, "g") == [StopMember("g", ADDR, None, (m_in.id,))]
+
+
+def _feeds(b: Builder, actions: list, sink: Node) -> set[tuple[str, str]]:  # type: ignore[type-arg]
+    return {
+        (b.g.ports[a.out_port].channel, b.g.ports[a.in_port].channel)
+        for a in actions
+        if isinstance(a, LinkPorts) and b.g.ports[a.out_port].node_id == sink.id
+    }
+
+
+def test_channel_roles_decide_the_feed_links() -> None:
+    for channels, want in (
+        ("both", {("FL", "FL"), ("FR", "FR")}),
+        ("left", {("FL", "FL"), ("FL", "FR")}),
+        ("right", {("FR", "FL"), ("FR", "FR")}),
+        ("mono", {("FL", "FL"), ("FL", "FR"), ("FR", "FL"), ("FR", "FR")}),
+    ):
+        b = Builder()
+        sink, _spk = b.sink(), b.speaker()
+        b.member("g", ADDR)
+        actions = reconcile(spec(MemberSpec(ADDR, channels=channels)), b.g, "g")
+        assert _feeds(b, actions, sink) == want, channels
+
+
+def test_changing_the_role_moves_the_links_and_halves_a_mono_gain() -> None:
+    b, sink, _, m_in, _ = full()
+    actions = reconcile(spec(MemberSpec(ADDR, channels="left")), b.g, "g")
+    right_feed = [
+        lk.id
+        for lk in b.g.links.values()
+        if lk.out_node == sink.id and b.g.ports[lk.out_port].channel == "FR" and lk.in_node == m_in.id
+    ]
+    assert [a.link_id for a in actions if isinstance(a, Unlink)] == right_feed
+    assert _feeds(b, actions, sink) == {("FL", "FR")}
+    mono = reconcile(spec(MemberSpec(ADDR, channels="mono", volume=0.8)), b.g, "g")
+    assert SetGain("g", ADDR, m_in.id, 0.4) in mono
+
+
+def test_volume_is_one_set_gain_and_then_nothing() -> None:
+    b, _, _, m_in, _ = full()
+    assert reconcile(spec(MemberSpec(ADDR, volume=0.5)), b.g, "g") == [SetGain("g", ADDR, m_in.id, 0.5)]
+    b.g.nodes[m_in.id] = Node(m_in.id, m_in.name, m_in.media_class, m_in.props, {**m_in.controls, layout.GAIN_A: 0.5})
+    assert reconcile(spec(MemberSpec(ADDR, volume=0.5)), b.g, "g") == []
+
+
+def test_a_calibration_probe_feeding_an_element_is_left_alone() -> None:
+    b, _, _, m_in, _ = full()
+    probe = b.node("pwgroup-feed.1", "Stream/Output/Audio", {layout.PROP_ROLE: layout.ROLE_PROBE}, False, True)
+    b.link_all(probe, m_in)
+    assert reconcile(spec(MemberSpec(ADDR)), b.g, "g") == []
+    stranger = b.node("app", "Stream/Output/Audio", {}, False, True)
+    b.link_all(stranger, m_in)
+    assert len([a for a in reconcile(spec(MemberSpec(ADDR)), b.g, "g") if isinstance(a, Unlink)]) == 2

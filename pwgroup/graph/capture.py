@@ -225,7 +225,8 @@ class Feeder:
     def start(self) -> list[int]:
         """Start the stream; returns its output port ids in channel order."""
         channel_map = ",".join(f"AUX{i}" for i in range(self.channels))
-        props = {"node.name": self.name, "node.autoconnect": False, "media.role": "Test"}
+        # The reconciler leaves links from a probe into member elements alone while it measures.
+        props = {"node.name": self.name, "node.autoconnect": False, "media.role": "Test", "pwgroup.role": "probe"}
         self._proc = subprocess.Popen(
             [
                 tool("pw-cat"),

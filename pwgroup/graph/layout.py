@@ -17,6 +17,11 @@ PROP_MEMBER = "pwgroup.member"
 ROLE_SINK = "group-sink"
 ROLE_IN = "member-in"
 ROLE_OUT = "member-out"
+# A backend whose delay element states its delay outright (PulseAudio's member records) sets this prop.
+PROP_DELAY_MS = "pwgroup.delay.ms"
+# Graph setting: the coarsest delay step the backend can apply, in samples (PulseAudio: whole milliseconds).
+SETTING_DELAY_STEP = "pwgroup.delay-step"
+ROLE_PROBE = "probe"  # a calibration signal feeding member elements directly, for the length of one measurement
 
 # The member element: two delay lines fed from one copy node and a two-input mixer, so a delay change
 # fills the idle line first and then switches to it: no stale audio, no skip.
@@ -52,17 +57,50 @@ def delay_control_value(delay_ms: float, rate: int) -> float:
     return (samples + 0.5) / rate
 
 
-def delay_samples(delay_ms: float, rate: int) -> int:
-    return max(0, round(delay_ms * rate / 1000.0))
+def delay_samples(delay_ms: float, rate: int, step: int = 1) -> int:
+    """A delay in samples, rounded to the backend's step (1 sample on PipeWire)."""
+    return max(0, round(delay_ms * rate / 1000.0 / step) * step)
+
+
+def graph_delay_step(graph: Graph) -> int:
+    step = graph.settings.get(SETTING_DELAY_STEP)
+    return int(step) if isinstance(step, int) and step > 0 else 1
 
 
 def applied_delay_ms(node: Node, rate: int) -> float | None:
+    stated = node.props.get(PROP_DELAY_MS)
+    if isinstance(stated, int | float):
+        return float(stated)
     c = node.controls
     if LINE_A not in c or LINE_B not in c:
         return None
     active = LINE_A if c.get(GAIN_A, 1.0) >= c.get(GAIN_B, 0.0) else LINE_B
     samples = math.floor(c[active] * rate)
     return samples * 1000.0 / rate
+
+
+def applied_gain(node: Node) -> float | None:
+    c = node.controls
+    if GAIN_A not in c or GAIN_B not in c:
+        return None
+    return max(c[GAIN_A], c[GAIN_B])
+
+
+def member_gain(volume: float, channels: str) -> float:
+    """The element's gain: the member's volume, halved for a mono downmix (both channels summed into each)."""
+    return volume * (0.5 if channels == "mono" else 1.0)
+
+
+def feed_pairs(outs: list, ins: list, channels: str) -> list[tuple[int, int]]:  # type: ignore[type-arg]
+    """Group monitor ports to a member element's inputs, by the member's channel role: both (FL to FL, FR to
+    FR), left or right (that channel into every input), mono (every channel into every input, summed)."""
+    if channels == "both":
+        return channel_pairs(outs, ins)
+    if channels == "mono":
+        return [(p.id, q.id) for p in outs for q in ins]
+    side = "FL" if channels == "left" else "FR"
+    chosen = [p for p in outs if p.channel == side] or outs[:1]
+    return [(p.id, q.id) for p in chosen for q in ins]
 
 
 def graph_rate(graph: Graph) -> int:
@@ -90,6 +128,15 @@ def group_names(graph: Graph) -> list[str]:
         if n.props.get(PROP_ROLE) in (ROLE_SINK, ROLE_IN, ROLE_OUT) and isinstance(n.props.get(PROP_GROUP), str)
     }
     return sorted(names)
+
+
+def _fed(graph: Graph, sink: Node | None, in_node: Node | None) -> bool:
+    """Every input of the element takes something from the group's monitor (whatever the channel role)."""
+    if sink is None or in_node is None:
+        return False
+    ins = graph.ports_of(in_node.id, "in")
+    fed = {lk.in_port for lk in graph.links_between(sink.id, in_node.id)}
+    return bool(ins) and all(p.id in fed for p in ins)
 
 
 def _linked(graph: Graph, out_node: Node | None, in_node: Node | None, monitor: bool) -> bool:
@@ -141,7 +188,7 @@ def observe_group(graph: Graph, group: str) -> GroupState:
         in_node, out_node = ins.get(key), outs.get(key)
         spk = find_speaker(graph, key)
         spk_node = graph.nodes.get(spk.node_id) if spk else None
-        linked = _linked(graph, sink, in_node, monitor=True) and _linked(graph, out_node, spk_node, monitor=False)
+        linked = _fed(graph, sink, in_node) and _linked(graph, out_node, spk_node, monitor=False)
         owner = in_node or out_node
         members.append(
             MemberState(
@@ -151,6 +198,7 @@ def observe_group(graph: Graph, group: str) -> GroupState:
                 speaker_node=spk_node,
                 linked=linked,
                 delay_ms=applied_delay_ms(in_node, rate) if in_node else None,
+                gain=applied_gain(in_node) if in_node else None,
                 pid=graph.client_pid(owner) if owner else None,
             )
         )

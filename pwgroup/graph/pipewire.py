@@ -34,6 +34,7 @@ def state_dir(env: Mapping[str, str]) -> Path:
 def member_config(group: str, member: MemberSpec, rate: int) -> str:
     """A client config for `pipewire -c`: only pwgroup's own safe names and quoted strings go in."""
     delay = layout.delay_control_value(member.delay_ms, rate)
+    gain = layout.member_gain(member.volume, member.channels)
     base_props = {layout.PROP_GROUP: group, layout.PROP_MEMBER: member.speaker, "node.autoconnect": False}
     capture = dict(base_props)
     capture.update(
@@ -53,7 +54,7 @@ def member_config(group: str, member: MemberSpec, rate: int) -> str:
             {"type": "builtin", "name": "copy", "label": "copy"},
             {"type": "builtin", "name": "dA", "label": "delay", "config": delay_cfg, "control": {"Delay (s)": delay}},
             {"type": "builtin", "name": "dB", "label": "delay", "config": delay_cfg, "control": {"Delay (s)": delay}},
-            {"type": "builtin", "name": "mix", "label": "mixer", "control": {"Gain 1": 1.0, "Gain 2": 0.0}},
+            {"type": "builtin", "name": "mix", "label": "mixer", "control": {"Gain 1": gain, "Gain 2": 0.0}},
         ],
         "links": [
             {"output": "copy:Out", "input": "dA:In"},
@@ -169,6 +170,7 @@ class PipeWireBackend:
                 self._serial += 1
                 self._ready.set()
                 self._changed.set()
+        self._serial += 1
         self._changed.set()
 
     @property
@@ -178,7 +180,15 @@ class PipeWireBackend:
     async def refresh(self) -> Graph:
         return self._graph
 
-    async def wait_changed(self, timeout: float) -> bool:
+    @property
+    def serial(self) -> int:
+        """Counts the batches of graph changes seen so far (the watcher's end counts as one)."""
+        return self._serial
+
+    async def wait_changed(self, timeout: float, since: int | None = None) -> bool:
+        """Wait for the next change; with `since` (a serial), a change already seen after it returns at once."""
+        if since is not None and self._serial != since:
+            return True
         self._changed.clear()
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
@@ -303,6 +313,15 @@ class PipeWireBackend:
             params += [key, float(value)]
         await self._pw_cli("set-param", str(node_id), "Props", spajson.dumps({"params": params}))
 
+    async def set_gain(self, node_id: int, gain: float) -> None:
+        """The playing line's gain (volume); a step, like any volume control without a ramp."""
+        node = self._graph.nodes.get(node_id)
+        if node is None:
+            raise BackendError(f"node {node_id} is gone")
+        c = node.controls
+        active = layout.GAIN_A if c.get(layout.GAIN_A, 1.0) >= c.get(layout.GAIN_B, 0.0) else layout.GAIN_B
+        await self.set_controls(node_id, {active: gain})
+
     async def set_delay(self, node_id: int, delay_ms: float, at_once: bool = False) -> None:
         """Change a member's delay while audio plays: fill the idle line, then switch to it.
 
@@ -328,7 +347,7 @@ class PipeWireBackend:
         # One step, at a quantum edge. A stepped crossfade was tried: its steps land a pw-cli round trip
         # apart on whichever quantum edges follow, and under load the mixed stage lasted 45 ms, past the
         # 30 ms budget. PipeWire 0.3.65 has no ramped control that would make it smooth and bounded.
-        await self.set_controls(node_id, {gain: 0.0, spare_gain: 1.0})
+        await self.set_controls(node_id, {gain: 0.0, spare_gain: max(c.get(gain, 1.0), 0.0)})
         # Once silent, the old line takes the new delay too, ready for the next change.
         await asyncio.sleep(2 * quantum_s)
         await self.set_controls(node_id, {line: value})

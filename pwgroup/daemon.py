@@ -1,0 +1,95 @@
+"""`pwgroup daemon`: the supervisor run headless, for systemd or a terminal, and its systemd user unit.
+
+Thin: signals (SIGHUP reloads, SIGTERM stops), readiness through NOTIFY_SOCKET, one log line per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from pwgroup.config import config_path
+from pwgroup.graph.pipewire import PipeWireBackend
+from pwgroup.model import EXIT_OK
+from pwgroup.supervisor import DaemonLock, Supervisor
+
+# sd-daemon(3) level prefixes: journald reads them from the start of each line on stderr.
+LEVELS = {"error": 3, "warning": 4, "info": 6, "debug": 7}
+
+
+def log(level: str, message: str) -> None:
+    line = " ".join(message.splitlines())
+    if os.environ.get("JOURNAL_STREAM"):
+        print(f"<{LEVELS.get(level, 6)}>{line}", file=sys.stderr, flush=True)
+    else:
+        print(f"pwgroup daemon: {level}: {line}", file=sys.stderr, flush=True)
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) how we are; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(state.encode())
+        except OSError as err:
+            log("warning", f"could not notify systemd: {err}")
+
+
+async def run(config: Path | None, keep: bool, env: Mapping[str, str] | None = None) -> int:
+    env = dict(os.environ if env is None else env)
+    lock = DaemonLock(env)
+    lock.acquire()
+    supervisor = Supervisor(
+        config or config_path(env),
+        env,
+        log,
+        open_backend=lambda: PipeWireBackend(env).open(),
+        keep=keep,
+    )
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, supervisor.request_reload)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, supervisor.request_stop)
+    try:
+        await supervisor.run(sd_notify)
+    finally:
+        lock.release()
+    log("info", "stopped" + (", groups left standing" if keep else ""))
+    return EXIT_OK
+
+
+def unit_text(python: str) -> str:
+    """The systemd user unit that runs the daemon with this Python."""
+    return f"""\
+# Installed by `pwgroup service install`. Enable with: systemctl --user enable --now pwgroup
+[Unit]
+Description=pwgroup: Bluetooth speakers played as one group, in sync
+Documentation=man:pwgroup(1)
+After=pipewire.service wireplumber.service
+Wants=pipewire.service
+
+[Service]
+Type=notify
+ExecStart={python} -m pwgroup daemon
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=default.target
+"""
+
+
+def unit_path(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
+    return Path(base) / "systemd" / "user" / "pwgroup.service"

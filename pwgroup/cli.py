@@ -647,7 +647,7 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
     path = Path(args.config) if args.config else None
     if path is not None and not path.is_file():
         raise UserError(f"no configuration file at {safe_text(str(path), 200)}: give an existing file")
-    return await daemon.run(path, keep=args.keep)
+    return await daemon.run(path, keep=args.keep, verbose=args.verbose)
 
 
 def cmd_service_install(args: argparse.Namespace) -> int:
@@ -769,6 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("daemon", help="keep the configured groups built and healed (for systemd, or a terminal)")
     dm.add_argument("--config", metavar="FILE", help="the configuration file (default: pwgroup config path)")
     dm.add_argument("--keep", action="store_true", help="on SIGTERM, leave the groups standing")
+    dm.add_argument("--verbose", action="store_true", help="also log every action taken")
     dm.set_defaults(run=cmd_daemon)
     sv = sub.add_parser("service", help="the systemd user unit").add_subparsers(dest="sub", metavar="ACTION")
     si = sv.add_parser("install", help="write ~/.config/systemd/user/pwgroup.service for this pwgroup")

@@ -45,7 +45,7 @@ def sd_notify(state: str) -> None:
             log("warning", f"could not notify systemd: {err}")
 
 
-async def run(config: Path | None, keep: bool, env: Mapping[str, str] | None = None) -> int:
+async def run(config: Path | None, keep: bool, verbose: bool = False, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
     lock = DaemonLock(env)
     lock.acquire()
@@ -55,6 +55,7 @@ async def run(config: Path | None, keep: bool, env: Mapping[str, str] | None = N
         log,
         open_backend=lambda: PipeWireBackend(env).open(),
         keep=keep,
+        verbose=verbose,
     )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, supervisor.request_reload)

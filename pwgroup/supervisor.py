@@ -292,12 +292,14 @@ class Supervisor:
         log: Callable[[str, str], None],
         open_backend: Callable[[], Awaitable[Backend]],
         keep: bool = False,
+        verbose: bool = False,
     ) -> None:
         self.config_path = config_path
         self.env = dict(env)
         self.log = log
         self.open_backend = open_backend
         self.keep = keep
+        self.verbose = verbose
         self.config = Config()
         self.backend: Backend | None = None
         self.passes = 0
@@ -402,6 +404,8 @@ class Supervisor:
                     self._removed.discard(name)
                 continue
             try:
+                if self.verbose:
+                    self.log("debug", f"group {name}: {', '.join(type(a).__name__ for a in actions)}")
                 await apply_actions(backend, actions)
             except PwgroupError as err:
                 # Level-triggered: the next event (or the next pass) tries again from what is there then.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pwgroup.graph import layout, pwdump, spajson
-from pwgroup.graph.proc import pipewire_config_of, process_alive, run, tool
+from pwgroup.graph.proc import pipewire_config_of, pipewire_hosts, process_alive, run, tool
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class PipeWireBackend:
         self._changed = asyncio.Event()
         self._ready = asyncio.Event()
         self._serial = 0
+        self._ended = False
 
     # ------------------------------------------------------------ observing
     @property
@@ -170,12 +171,14 @@ class PipeWireBackend:
                 self._serial += 1
                 self._ready.set()
                 self._changed.set()
+        self._ended = True  # before the serial moves: whoever wakes on it must see the watcher gone
         self._serial += 1
         self._changed.set()
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        # The end of pw-dump's output is the sign: its exit status may be collected only later.
+        return self._proc is not None and not self._ended and self._proc.returncode is None
 
     async def refresh(self) -> Graph:
         return self._graph
@@ -255,6 +258,10 @@ class PipeWireBackend:
     async def start_member(self, group: str, member: MemberSpec) -> None:
         conf = self._member_paths(group, member.speaker)
         conf.parent.mkdir(parents=True, exist_ok=True)
+        # An element left from a PipeWire that died (it lingers, disconnected) goes before its successor comes.
+        for stale in pipewire_hosts(str(conf)):
+            _signal(stale, signal.SIGTERM)
+            await asyncio.to_thread(_reap, stale)
         tmp = conf.with_suffix(".tmp")
         tmp.write_text(member_config(group, member, layout.graph_rate(self._graph)))
         tmp.replace(conf)
@@ -292,7 +299,7 @@ class PipeWireBackend:
                     await self._pw_cli("destroy", str(node_id))
         await self.wait_for(lambda g: not any(i in g.nodes for i in node_ids), 5.0, f"member {speaker!r} to go")
         if pid is not None:
-            _reap(pid)
+            await asyncio.to_thread(_reap, pid)
         for path in (conf, conf.with_suffix(".log")):
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -82,3 +82,13 @@ def pipewire_config_of(pid: int) -> str | None:
     if len(argv) >= 3 and os.path.basename(argv[0]) == "pipewire" and argv[1] == "-c":
         return os.path.abspath(argv[2])
     return None
+
+
+def pipewire_hosts(config: str) -> list[int]:
+    """Every `pipewire -c` process running from exactly this config file."""
+    wanted = os.path.abspath(config)
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and pipewire_config_of(int(entry)) == wanted:
+            found.append(int(entry))
+    return found

@@ -357,11 +357,12 @@ class Room:
         self.server.kill(f"speaker-{spk.index}")
         self.wait_graph(lambda g: g.node_by_name(spk.node_name) is None, what=f"{spk.node_name} to go")
 
-    def emit_ports(self) -> list[int]:
-        """The output port of every speaker's emission, in speaker order (the truth channels)."""
+    def emit_ports(self, count: int | None = None) -> list[int]:
+        """The output port of the first `count` (default: every) speaker's emission, in speaker order (the
+        truth channels); speakers added later by a test may be away without bothering the others."""
         graph = self.dump()
         ports = []
-        for spk in self.speakers:
+        for spk in self.speakers[:count]:
             node = graph.node_by_name(spk.emit_name)
             if node is None:
                 raise PwgroupError(f"{spk.emit_name} is missing")
@@ -392,6 +393,28 @@ class Room:
         InRange(address), SetBattery(address, percent), SetAlias(address, alias)."""
         signature = "".join("s" if isinstance(a, str) else "y" for a in args)
         asyncio.run(_control_call(self.env, method, signature, list(args)))
+
+    def crash_server(self) -> float:
+        """PipeWire killed with SIGKILL and started again, as a crash and systemd's restart would do: WirePlumber
+        and pipewire-pulse follow, and every speaker that was there reconnects. Returns when PipeWire was up
+        again (time.monotonic()), for heal-time measurements."""
+        was_there = [s for s in self.speakers if self.server.running(f"speaker-{s.index}")]
+        self.server.crash("pipewire")
+        for key in ("wireplumber", "pipewire-pulse"):
+            self.server.kill(key)
+        (self.root / "pipewire-0").unlink(missing_ok=True)
+        self.server.spawn("pipewire", ["pipewire"])
+        while not (self.root / "pipewire-0").exists():
+            time.sleep(0.005)
+        up = time.monotonic()
+        self.server.spawn("wireplumber", ["wireplumber"])
+        self.server.spawn("pipewire-pulse", ["pipewire-pulse"])
+        self.wait_graph(self.server.session_manager_in, what="WirePlumber")
+        self._ensure_mic()
+        for spk in was_there:
+            self.server.kill(f"speaker-{spk.index}")  # it lingers, cut off from the old server
+            self.connect(spk.address)
+        return up
 
     def down(self) -> None:
         """Remove everything the room made: every process it started, its sockets and files."""

@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 from pwgroup.graph.capture import dump_graph
 from pwgroup.graph.proc import cmdline, pipewire_config_of, process_alive, tool
-from pwgroup.model import PwgroupError
+from pwgroup.model import Graph, PwgroupError
 
 PIDS_FILE = "pids.json"
 SYSTEM_BUS = "system_bus"
@@ -131,6 +131,15 @@ class PrivateServer:
             _terminate(pid, timeout)
         self._forget_pid(key)
 
+    def crash(self, key: str) -> None:
+        """SIGKILL one process, as a crash would end it; reaped and forgotten."""
+        pid = self._pids().get(key)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _terminate(pid, 1.0)
+        self._forget_pid(key)
+
     def running(self, key: str) -> bool:
         pid = self._pids().get(key)
         return pid is not None and process_alive(pid) and bool(cmdline(pid))
@@ -173,12 +182,16 @@ class PrivateServer:
         scripts.mkdir(parents=True, exist_ok=True)
         (scripts / "suspend-node.lua").write_bytes(SUSPEND_FIX.read_bytes())
 
+    @staticmethod
+    def session_manager_in(graph: Graph) -> bool:
+        return any(c.get("application.name") == "WirePlumber" for c in graph.clients.values())
+
     def _session_manager_ready(self) -> bool:
         try:
             graph = dump_graph(self.env)
         except ValueError:
             return False
-        return any(c.get("application.name") == "WirePlumber" for c in graph.clients.values())
+        return self.session_manager_in(graph)
 
     def restart(self, key: str) -> None:
         """Kill one of the server's processes and start it again (fault tests)."""

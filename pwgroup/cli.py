@@ -70,10 +70,15 @@ def _emit_json(data: Any) -> None:
 # ---------------------------------------------------------------- commands on the sound server
 
 
-async def _backend():  # type: ignore[no-untyped-def]
-    from pwgroup.graph.pipewire import PipeWireBackend
+_chosen: Any = None  # which backend _backend() opened and why (pwgroup.graph.select.Choice), for status
 
-    return await PipeWireBackend().open()
+
+async def _backend():  # type: ignore[no-untyped-def]
+    from pwgroup.graph.select import open_backend
+
+    global _chosen
+    be, _chosen = await open_backend()
+    return be
 
 
 def _resolve_speaker(graph: Any, text: str) -> str:
@@ -431,6 +436,9 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
     if method == "reported" and args.mic is not None:
         raise UserError("--method reported uses no microphone: drop --mic, or measure with --method sweep")
     be = await _backend()
+    if be.name != "pipewire":
+        await be.close()
+        raise UserError("calibrate needs PipeWire for now: on PulseAudio set delays with 'pwgroup delay set'")
     try:
         group = _need(cfg.group(name) or _adopt(be.graph, name), name)
         spec = group.spec()
@@ -547,7 +555,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
     finally:
         await be.close()
     data: dict[str, Any] = {
-        "backend": "pipewire",
+        "backend": _chosen.name if _chosen else be.name,
+        "backend_reason": _chosen.reason if _chosen else None,
         "groups": [
             {
                 "name": g.name,
@@ -571,6 +580,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json(data)
         return EXIT_OK
+    print(f"backend: {data['backend']} ({data['backend_reason']})")
     if not groups:
         print("no groups: create one with 'pwgroup group create NAME SPEAKER...'")
     for g in data["groups"]:

@@ -1,0 +1,641 @@
+"""The PulseAudio backend: the server read through pulsectl-asyncio and shown as the shared Graph model.
+
+A group is a null sink; a member is a remap-source over the group's monitor (its record, which outlives its
+speaker) and, while the speaker is there, a module-loopback from that record into the speaker (its delay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pwgroup.graph import layout
+from pwgroup.model import (
+    BackendError,
+    Graph,
+    GroupSpec,
+    Link,
+    MemberSpec,
+    Node,
+    Port,
+    ServerUnreachable,
+    normalize_address,
+)
+
+log = logging.getLogger(__name__)
+
+# A loopback's latency_msec is an end-to-end target: it counts the speaker sink's own reported latency (and
+# its port latency offset) inside it. A member with delay 0 therefore plays BASE_MS after the group sink's
+# monitor, and a speaker whose sink reports more than that cannot be held to its delay.
+BASE_MS = 150
+# A new loopback starts anywhere from a few samples to ~20 ms off its target; its rate control (here
+# adjust_time=1, adjust_threshold_usec=10; PulseAudio's default looks every 10 s) brings it within about
+# 0.5 ms in a few seconds. Without it, a loopback keeps its first error for good. Measured on PulseAudio 16.1.
+CONVERGE_S = 5.0
+FILL_MARGIN_S = 0.3  # a fresh loopback plays its initial silence for its latency; this much more, it holds audio
+# PulseAudio 16 reads latency_msec as a whole number of milliseconds.
+DELAY_STEP_MS = 1
+PROP_MEMBER_HEX = "pwgroup.member.hex"
+PROP_DELAY_MS = layout.PROP_DELAY_MS
+ROLE_RECORD = "member-record"
+ROLE_LINK = "member-link"
+
+# Node and object ids: PulseAudio numbers sinks, sources and streams separately; the Graph needs one space.
+_SINK, _REC_IN, _REC_OUT = 1, 2, 3
+_KIND = 1_000_000
+_PORTS = 100
+_LINK_BASE = 10**12
+
+
+def sink_id(index: int) -> int:
+    return _SINK * _KIND + index
+
+
+def record_ids(index: int) -> tuple[int, int]:
+    return _REC_IN * _KIND + index, _REC_OUT * _KIND + index
+
+
+def decode_node(node_id: int) -> tuple[int, int]:
+    """(kind, pulse index) of a node id."""
+    return divmod(node_id, _KIND)
+
+
+def link_id(sink_input: int, pair: int) -> int:
+    return _LINK_BASE + sink_input * _PORTS + pair
+
+
+def sink_input_of_link(lid: int) -> int:
+    return (lid - _LINK_BASE) // _PORTS
+
+
+# ---------------------------------------------------------------- the server's state, as plain data
+
+
+@dataclass(frozen=True)
+class PaSink:
+    index: int
+    name: str
+    description: str
+    channels: tuple[str, ...]
+    monitor_source: int
+    owner_module: int | None
+    rate: int
+    props: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PaSource:
+    index: int
+    name: str
+    channels: tuple[str, ...]
+    owner_module: int | None
+    monitor_of_sink: int | None
+    props: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PaStream:
+    """A sink input (target: its sink) or a source output (target: its source)."""
+
+    index: int
+    owner_module: int | None
+    target: int
+    mute: bool
+    props: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    sinks: list[PaSink] = field(default_factory=list)
+    sources: list[PaSource] = field(default_factory=list)
+    sink_inputs: list[PaStream] = field(default_factory=list)
+    source_outputs: list[PaStream] = field(default_factory=list)
+    rate: int = layout.DEFAULT_RATE
+
+
+# ---------------------------------------------------------------- module arguments
+
+
+def hex_value(text: str) -> str:
+    """A proplist value PulseAudio reads back as `text` whatever it holds: `hex:` bytes with a final NUL."""
+    return "hex:" + (text.encode("utf-8", "surrogateescape") + b"\0").hex()
+
+
+def unhex(value: str) -> str | None:
+    try:
+        return bytes.fromhex(value).decode("utf-8", "surrogateescape")
+    except ValueError:
+        return None
+
+
+def proplist_arg(props: Mapping[str, str | int]) -> str:
+    """`key=value ...` for sink_properties and friends. Keys are pwgroup's own; values are digits or pwgroup's
+    safe names, or go through hex_value, so no quote, space or `=` from anyone ever reaches the parser."""
+    parts = []
+    for key, value in props.items():
+        text = str(value)
+        if not all(ch.isalnum() or ch in "._:-" for ch in f"{key}{text}"):
+            raise ValueError(f"unsafe module argument {key}={text!r}")
+        parts.append(f"{key}={text}")
+    return '"' + " ".join(parts) + '"'
+
+
+def null_sink_args(group: GroupSpec) -> str:
+    props = {
+        "device.description": hex_value(group.description),
+        layout.PROP_GROUP: group.name,
+        layout.PROP_ROLE: layout.ROLE_SINK,
+    }
+    return (
+        f"sink_name={layout.sink_name(group.name)} channels=2 channel_map=front-left,front-right "
+        f"sink_properties={proplist_arg(props)}"
+    )
+
+
+def record_args(group: str, member: str, delay_ms: int, monitor: int, generation: int) -> str:
+    props: dict[str, str | int] = {
+        "device.description": hex_value(f"pwgroup {group} member (internal)"),
+        layout.PROP_GROUP: group,
+        layout.PROP_ROLE: ROLE_RECORD,
+        PROP_MEMBER_HEX: member.encode("utf-8", "surrogateescape").hex(),
+        PROP_DELAY_MS: delay_ms,
+    }
+    name = f"{layout.member_node_name(group, member, 'rec')}{generation}"
+    return f"source_name={name} master={monitor} source_properties={proplist_arg(props)}"
+
+
+def loopback_args(group: str, record_source: int, speaker_sink: int, delay_ms: int) -> str:
+    props = {layout.PROP_GROUP: group, layout.PROP_ROLE: ROLE_LINK, "media.name": "pwgroup-member"}
+    return (
+        f"source={record_source} sink={speaker_sink} latency_msec={BASE_MS + delay_ms} "
+        "source_dont_move=true sink_dont_move=true remix=true adjust_time=1 adjust_threshold_usec=10 "
+        f"sink_input_properties={proplist_arg(props)} source_output_properties={proplist_arg(props)}"
+    )
+
+
+def quantize_ms(delay_ms: float) -> int:
+    return max(0, round(delay_ms / DELAY_STEP_MS) * DELAY_STEP_MS)
+
+
+# ---------------------------------------------------------------- the Graph view (pure)
+
+
+def _bluez_props(props: Mapping[str, str]) -> dict[str, Any]:
+    """PulseAudio's bluez5 sinks say `device.api=bluez` and keep the address in `device.string`; the model
+    reads PipeWire's names, so a Bluetooth sink is given them too."""
+    out: dict[str, Any] = dict(props)
+    if props.get("device.api") == "bluez":
+        address = normalize_address(props.get("device.string", ""))
+        if address:
+            out["device.api"] = "bluez5"
+            out["api.bluez5.address"] = address
+            if "bluetooth.codec" in props:
+                out["api.bluez5.codec"] = props["bluetooth.codec"]
+            if "bluetooth.protocol" in props:
+                out["api.bluez5.profile"] = props["bluetooth.protocol"].replace("_", "-")
+    return out
+
+
+@dataclass(frozen=True)
+class Record:
+    source: PaSource
+    group: str
+    member: str
+    delay_ms: int
+
+
+def records_in(snap: Snapshot) -> dict[tuple[str, str], Record]:
+    """The member records, one per (group, member): the newest when a delay change left two."""
+    found: dict[tuple[str, str], Record] = {}
+    for src in sorted(snap.sources, key=lambda s: s.index):
+        p = src.props
+        if p.get(layout.PROP_ROLE) != ROLE_RECORD:
+            continue
+        member = unhex(p.get(PROP_MEMBER_HEX, ""))
+        group = p.get(layout.PROP_GROUP)
+        delay = p.get(PROP_DELAY_MS, "")
+        if member is None or not group or not delay.isdigit():
+            continue
+        found[(group, member)] = Record(src, group, member, int(delay))
+    return found
+
+
+def stale_records(snap: Snapshot) -> list[PaSource]:
+    current = {r.source.index for r in records_in(snap).values()}
+    return [s for s in snap.sources if s.props.get(layout.PROP_ROLE) == ROLE_RECORD and s.index not in current]
+
+
+def links_in(snap: Snapshot) -> list[tuple[PaStream, int]]:
+    """pwgroup's loopbacks as (sink input, record source index)."""
+    reads = {so.owner_module: so.target for so in snap.source_outputs if so.owner_module is not None}
+    return [
+        (si, reads[si.owner_module])
+        for si in snap.sink_inputs
+        if si.props.get(layout.PROP_ROLE) == ROLE_LINK and si.owner_module in reads
+    ]
+
+
+def _ports(node_id: int, channels: Iterable[str], direction: str, monitor: bool = False) -> list[Port]:
+    base = node_id * _PORTS + (50 if direction == "out" else 0)
+    return [
+        Port(base + i, node_id, f"{'monitor' if monitor else direction}_{ch}", direction, ch, monitor)  # type: ignore[arg-type]
+        for i, ch in enumerate(channels)
+    ]
+
+
+def to_graph(snap: Snapshot) -> Graph:
+    """The server as the shared model: sinks are nodes with input and monitor ports, a member record is a
+    member-in and member-out node pair fed by its group's monitor, and a loopback is the links from a
+    record's member-out node to the speaker it plays on."""
+    g = Graph()
+    g.settings = {"clock.rate": snap.rate, layout.SETTING_DELAY_STEP: snap.rate * DELAY_STEP_MS // 1000}
+    by_monitor: dict[int, PaSink] = {}
+    for s in snap.sinks:
+        nid = sink_id(s.index)
+        props = _bluez_props(s.props)
+        props.update({"node.name": s.name, "node.description": s.description, "pulse.sink": s.index})
+        g.nodes[nid] = Node(nid, s.name, "Audio/Sink", props)
+        for p in (*_ports(nid, s.channels, "in"), *_ports(nid, s.channels, "out", monitor=True)):
+            g.ports[p.id] = p
+        by_monitor[s.monitor_source] = s
+    reads = {so.owner_module: so.target for so in snap.source_outputs if so.owner_module is not None}
+    for rec in records_in(snap).values():
+        in_id, out_id = record_ids(rec.source.index)
+        base = {
+            layout.PROP_GROUP: rec.group,
+            layout.PROP_MEMBER: rec.member,
+            PROP_DELAY_MS: rec.delay_ms,
+            "pulse.source": rec.source.index,
+        }
+        in_name = layout.member_node_name(rec.group, rec.member, "in")
+        out_name = layout.member_node_name(rec.group, rec.member, "out")
+        g.nodes[in_id] = Node(in_id, in_name, "Stream/Input/Audio", {**base, layout.PROP_ROLE: layout.ROLE_IN})
+        g.nodes[out_id] = Node(out_id, out_name, "Stream/Output/Audio", {**base, layout.PROP_ROLE: layout.ROLE_OUT})
+        ins = _ports(in_id, rec.source.channels, "in")
+        outs = _ports(out_id, rec.source.channels, "out")
+        for p in (*ins, *outs):
+            g.ports[p.id] = p
+        owner = rec.source.owner_module
+        group_sink = by_monitor.get(reads.get(owner, -1)) if owner is not None else None
+        if group_sink is not None:
+            monitor_ports = g.ports_of(sink_id(group_sink.index), "out", monitor=True)
+            for k, (o, i) in enumerate(layout.channel_pairs(monitor_ports, ins)):
+                lid = _LINK_BASE // 2 + rec.source.index * _PORTS + k
+                g.links[lid] = Link(lid, sink_id(group_sink.index), o, in_id, i)
+    record_by_source = {r.source.index: r for r in records_in(snap).values()}
+    for si, source in links_in(snap):
+        linked = record_by_source.get(source)
+        if linked is None or sink_id(si.target) not in g.nodes:
+            continue
+        _, out_id = record_ids(linked.source.index)
+        outs = g.ports_of(out_id, "out")
+        ins = g.ports_of(sink_id(si.target), "in")
+        for k, (o, i) in enumerate(layout.channel_pairs(outs, ins)):
+            lid = link_id(si.index, k)
+            g.links[lid] = Link(lid, out_id, o, sink_id(si.target), i)
+    return g
+
+
+# ---------------------------------------------------------------- the backend
+
+
+def _props(obj: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (getattr(obj, "proplist", None) or {}).items() if v is not None}
+
+
+def _owner(obj: Any) -> int | None:
+    idx = getattr(obj, "owner_module", None)
+    # PA_INVALID_INDEX (2**32 - 1) means "no module": a client's own stream.
+    return idx if isinstance(idx, int) and idx < 2**32 - 1 else None
+
+
+class PulseBackend:
+    """Keeps a snapshot of the server, refreshed when its subscription reports a change."""
+
+    name = "pulse"
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self._pulse: Any = None
+        self._snap = Snapshot()
+        self._graph = Graph()
+        self._events: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._dirty = True
+        self._serial = 0
+        # Two channel pairs of one member ask for the same loopback, maybe side by side.
+        self._link_lock = asyncio.Lock()
+        # One module change in flight at a time: the reconciler runs actions side by side, and a daemon asked
+        # to unload a module whose master it is unloading at that moment has been seen to die here.
+        self._module_lock = asyncio.Lock()
+        # index -> name of what the server told us about: a removal event carries only the index.
+        self.names: dict[tuple[str, int], str] = {}
+        self.removed: list[tuple[str, str]] = []
+
+    @property
+    def graph(self) -> Graph:
+        return self._graph
+
+    async def open(self, timeout: float = 5.0) -> PulseBackend:
+        from pulsectl import PulseError
+        from pulsectl_asyncio import PulseAsync
+
+        server = self.env.get("PULSE_SERVER")
+        self._pulse = PulseAsync("pwgroup", server=server)
+        try:
+            await asyncio.wait_for(self._pulse.connect(autospawn=False), timeout)
+        except (PulseError, TimeoutError):
+            self._pulse.close()
+            self._pulse = None
+            raise ServerUnreachable(
+                "cannot reach PulseAudio: start it (pulseaudio --start) or point PULSE_SERVER at a running one"
+            ) from None
+        self._events = asyncio.create_task(self._watch())
+        await self.refresh()
+        return self
+
+    async def _watch(self) -> None:
+        from pulsectl import PulseDisconnected
+
+        with contextlib.suppress(PulseDisconnected):
+            async for ev in self._pulse.subscribe_events("sink", "source", "sink_input", "source_output", "module"):
+                if str(ev.t) == "remove":
+                    name = self.names.pop((str(ev.facility), ev.index), None)
+                    if name is not None:
+                        self.removed.append((str(ev.facility), name))
+                        log.debug("%s %s (#%d) went away", ev.facility, name, ev.index)
+                self._dirty = True
+                self._serial += 1
+                self._changed.set()
+        self._serial += 1
+        self._changed.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._pulse is not None and self._events is not None and not self._events.done()
+
+    @property
+    def serial(self) -> int:
+        """Counts the change events seen so far (the subscription's end counts as one)."""
+        return self._serial
+
+    async def refresh(self) -> Graph:
+        if not self._dirty:
+            return self._graph
+        self._dirty = False
+        p = self._pulse
+        info = await p.server_info()
+        sinks, sources = await p.sink_list(), await p.source_list()
+        sink_inputs, source_outputs = await p.sink_input_list(), await p.source_output_list()
+        rate = getattr(getattr(info, "default_sample_spec", None), "rate", None) or layout.DEFAULT_RATE
+        snap = Snapshot(rate=int(rate))
+        for s in sinks:
+            self.names[("sink", s.index)] = s.name
+            snap.sinks.append(
+                PaSink(
+                    s.index,
+                    s.name,
+                    s.description or s.name,
+                    tuple(s.channel_list),
+                    s.monitor_source,
+                    _owner(s),
+                    int(s.sample_spec.rate),
+                    _props(s),
+                )
+            )
+        for s in sources:
+            self.names[("source", s.index)] = s.name
+            mon = s.monitor_of_sink if s.monitor_of_sink < 2**32 - 1 else None
+            snap.sources.append(PaSource(s.index, s.name, tuple(s.channel_list), _owner(s), mon, _props(s)))
+        for si in sink_inputs:
+            self.names[("sink_input", si.index)] = si.name or ""
+            snap.sink_inputs.append(PaStream(si.index, _owner(si), si.sink, bool(si.mute), _props(si)))
+        for so in source_outputs:
+            snap.source_outputs.append(PaStream(so.index, _owner(so), so.source, bool(so.mute), _props(so)))
+        self._snap = snap
+        self._graph = to_graph(snap)
+        return self._graph
+
+    async def wait_changed(self, timeout: float, since: int | None = None) -> bool:
+        if since is not None and self._serial != since:
+            return True
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def settle(self, quiet: float = 0.05, timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not await self.wait_changed(quiet):
+                break
+        await self.refresh()
+
+    async def wait_for(self, check: Callable[[Snapshot], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._dirty = True
+            await self.refresh()
+            if check(self._snap):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BackendError(f"timed out waiting for {what}")
+            await self.wait_changed(min(left, 0.1))
+
+    async def close(self) -> None:
+        if self._events is not None:
+            self._events.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._events
+        if self._pulse is not None:
+            self._pulse.close()
+            self._pulse = None
+
+    # ------------------------------------------------------------ acting
+    async def _load(self, module: str, args: str) -> int:
+        from pulsectl import PulseError
+
+        try:
+            async with self._module_lock:
+                return int(await self._pulse.module_load(module, args))
+        except PulseError as err:
+            raise BackendError(f"PulseAudio refused to load {module}: {err}") from None
+
+    async def _unload(self, index: int | None) -> None:
+        from pulsectl import PulseError
+
+        if index is None:
+            return
+        async with self._module_lock:
+            # Unloaded by now if its master went first: PulseAudio takes a loopback or remap down with it.
+            if not any(m.index == index for m in await self._pulse.module_list()):
+                return
+            with contextlib.suppress(PulseError):
+                await self._pulse.module_unload(index)
+
+    def _record(self, node_id: int) -> Record:
+        kind, index = decode_node(node_id)
+        for rec in records_in(self._snap).values():
+            if kind in (_REC_IN, _REC_OUT) and rec.source.index == index:
+                return rec
+        raise BackendError(f"member element {node_id} is gone")
+
+    def _loopbacks_of(self, source_index: int) -> list[PaStream]:
+        return [si for si, src in links_in(self._snap) if src == source_index]
+
+    async def create_sink(self, group: GroupSpec) -> None:
+        name = layout.sink_name(group.name)
+        await self._load("module-null-sink", null_sink_args(group))
+        await self.wait_for(lambda s: any(k.name == name for k in s.sinks), 5.0, f"group sink {name}")
+
+    async def destroy_node(self, node_id: int) -> None:
+        kind, index = decode_node(node_id)
+        await self.refresh()
+        if kind == _SINK:
+            sink = next((s for s in self._snap.sinks if s.index == index), None)
+            if sink is None:
+                return
+            if sink.props.get(layout.PROP_ROLE) != layout.ROLE_SINK:
+                raise BackendError(f"sink {sink.name!r} is not pwgroup's: it stays")
+            # Members first, loopbacks before their records, so nothing is taken down under another's feet.
+            for src in self._snap.sources:
+                if src.props.get(layout.PROP_ROLE) == ROLE_RECORD and src.props.get(layout.PROP_GROUP) == (
+                    sink.props.get(layout.PROP_GROUP)
+                ):
+                    for si in self._loopbacks_of(src.index):
+                        await self._unload(si.owner_module)
+                    await self._unload(src.owner_module)
+            await self._unload(sink.owner_module)
+            await self.wait_for(lambda s: all(k.index != index for k in s.sinks), 5.0, f"sink {index} to go")
+        else:
+            rec = self._record(node_id)
+            await self._unload(rec.source.owner_module)
+
+    async def start_member(self, group: str, member: MemberSpec) -> None:
+        await self.refresh()
+        sink = next((s for s in self._snap.sinks if s.name == layout.sink_name(group)), None)
+        if sink is None:
+            raise BackendError(f"group sink of {group!r} is gone")
+        await self._load_record(group, member.speaker, quantize_ms(member.delay_ms), sink.monitor_source)
+
+    async def _load_record(self, group: str, member: str, delay_ms: int, monitor: int) -> int:
+        used = {s.name for s in self._snap.sources}
+        generation = next(
+            i for i in range(len(used) + 2) if f"{layout.member_node_name(group, member, 'rec')}{i}" not in used
+        )
+        index = await self._load("module-remap-source", record_args(group, member, delay_ms, monitor, generation))
+
+        def loaded(s: Snapshot) -> bool:
+            return any(src.owner_module == index for src in s.sources)
+
+        await self.wait_for(loaded, 5.0, f"the record of member {member!r}")
+        return index
+
+    async def stop_member(self, group: str, speaker: str, pid: int | None, node_ids: tuple[int, ...]) -> None:
+        await self.refresh()
+        for src in self._snap.sources:
+            p = src.props
+            mine = p.get(layout.PROP_ROLE) == ROLE_RECORD and p.get(layout.PROP_GROUP) == group
+            if mine and unhex(p.get(PROP_MEMBER_HEX, "")) == speaker:
+                for si in self._loopbacks_of(src.index):
+                    await self._unload(si.owner_module)
+                await self._unload(src.owner_module)
+        await self.wait_for(
+            lambda s: (
+                not any(
+                    x.props.get(layout.PROP_GROUP) == group and unhex(x.props.get(PROP_MEMBER_HEX, "")) == speaker
+                    for x in s.sources
+                )
+            ),
+            5.0,
+            f"member {speaker!r} to go",
+        )
+
+    async def link(self, out_port: int, in_port: int) -> None:
+        """Links to a speaker are one loopback per member: the first channel pair loads it, the rest find it."""
+        async with self._link_lock:
+            await self._link(out_port, in_port)
+
+    async def _link(self, out_port: int, in_port: int) -> None:
+        self._dirty = True
+        await self.refresh()
+        port_out, port_in = self._graph.ports.get(out_port), self._graph.ports.get(in_port)
+        if port_out is None or port_in is None:
+            raise BackendError(f"port {out_port} or {in_port} is gone")
+        kind, target = decode_node(port_in.node_id)
+        if decode_node(port_out.node_id)[0] == _SINK and decode_node(port_in.node_id)[0] == _REC_IN:
+            return  # a record reads its group's monitor from the moment it is loaded
+        if decode_node(port_out.node_id)[0] != _REC_OUT or kind != _SINK:
+            raise BackendError("the PulseAudio backend links only a member to its speaker")
+        rec = self._record(port_out.node_id)
+        if any(si.target == target for si in self._loopbacks_of(rec.source.index)):
+            return
+        await self._load_loopback(rec, target, mute=False)
+
+    async def _load_loopback(self, rec: Record, sink: int, mute: bool) -> PaStream:
+        index = await self._load("module-loopback", loopback_args(rec.group, rec.source.index, sink, rec.delay_ms))
+        found: list[PaStream] = []
+
+        def loaded(s: Snapshot) -> bool:
+            found[:] = [si for si in s.sink_inputs if si.owner_module == index]
+            return bool(found)
+
+        await self.wait_for(loaded, 5.0, f"the loopback of member {rec.member!r}")
+        if mute:
+            # A fresh loopback plays silence until its buffer holds the target latency, so muting it now,
+            # a round trip after loading, is in time.
+            await self._pulse.sink_input_mute(found[0].index, True)
+        return found[0]
+
+    async def unlink(self, link_id: int) -> None:
+        index = sink_input_of_link(link_id)
+        si = next((s for s in self._snap.sink_inputs if s.index == index), None)
+        if si is not None and si.props.get(layout.PROP_ROLE) == ROLE_LINK:
+            await self._unload(si.owner_module)
+
+    async def set_delay(self, node_id: int, delay_ms: float, at_once: bool = False) -> None:
+        """A new record and loopback at the new delay are built beside the old ones, muted; once the new line
+        holds audio the two swap mutes (new on first, so never a gap), then the old pair is unloaded."""
+        await self.refresh()
+        old = self._record(node_id)
+        new_ms = quantize_ms(delay_ms)
+        sink = next((s for s in self._snap.sinks if s.monitor_source == self._reads(old)), None)
+        if sink is None:
+            raise BackendError(f"group sink of {old.group!r} is gone")
+        old_links = self._loopbacks_of(old.source.index)
+        new_module = await self._load_record(old.group, old.member, new_ms, sink.monitor_source)
+        new_rec = next(
+            Record(src, old.group, old.member, new_ms) for src in self._snap.sources if src.owner_module == new_module
+        )
+        fresh = [await self._load_loopback(new_rec, si.target, mute=True) for si in old_links]
+        if fresh and not at_once:
+            # Muted, the new line fills and its rate control settles on the target before it is heard.
+            await asyncio.sleep(max(CONVERGE_S, (BASE_MS + new_ms) / 1000.0 + FILL_MARGIN_S))
+        # Both requests leave in one write: the server applies them in order, usually in the same block.
+        await asyncio.gather(
+            *(self._pulse.sink_input_mute(si.index, False) for si in fresh),
+            *(self._pulse.sink_input_mute(si.index, True) for si in old_links),
+        )
+        for si in old_links:
+            await self._unload(si.owner_module)
+        await self._unload(old.source.owner_module)
+        await self.wait_for(lambda s: all(x.index != old.source.index for x in s.sources), 5.0, "the old record")
+
+    async def set_gain(self, node_id: int, gain: float) -> None:
+        # Member records state no gain, so the reconciler never asks; volume is not built on PulseAudio yet.
+        raise BackendError("member volume is not available on the PulseAudio backend yet")
+
+    def _reads(self, rec: Record) -> int:
+        for so in self._snap.source_outputs:
+            if so.owner_module == rec.source.owner_module:
+                return so.target
+        return -1

@@ -7,11 +7,13 @@ convolver (latency and gain live in an impulse-response file, never in graph nam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from pwgroup.graph import layout, spajson
-from pwgroup.graph.capture import dump_graph, write_wav
+from pwgroup.graph.capture import Player, Recorder, dump_graph, write_wav
 from pwgroup.graph.pipewire import filter_chain_process_config
 from pwgroup.graph.proc import tool
 from pwgroup.model import Graph, PwgroupError
@@ -143,6 +145,9 @@ async def _control_call(env: dict[str, str], method: str, signature: str, body: 
 
 class Room:
     """A virtual room on a private PipeWire. Synchronous: it is test and demo infrastructure."""
+
+    backend = "pipewire"
+    lead_s = 0.0  # audio reaches the truth channels with no latency beyond the members' own delays
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_root()
@@ -368,6 +373,20 @@ class Room:
                 raise PwgroupError(f"{spk.emit_name} is missing")
             ports.append(graph.ports_of(node.id, "out")[0].id)
         return ports
+
+    @contextlib.contextmanager
+    def truth(self, group: str, n: int) -> Iterator[Recorder]:
+        """Record the group sink's monitor (the reference) and the first `n` speakers' emissions in one stream."""
+        graph = self.dump()
+        sink = graph.node_by_name(layout.sink_name(group))
+        if sink is None:
+            raise PwgroupError(f"no group sink for {group!r}")
+        monitor = graph.ports_of(sink.id, "out", monitor=True)[0].id
+        with Recorder(self.env, [monitor, *self.emit_ports(n)]) as rec:
+            yield rec
+
+    def play(self, group: str, frames: np.ndarray) -> Player:
+        return Player(self.env, layout.sink_name(group), frames)
 
     # ------------------------------------------------------------ the fake org.bluez
     def start_bluez(self) -> None:

@@ -540,12 +540,22 @@ def _print_reported(report: Any, as_json: bool) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    from pwgroup.graph import layout
+    import datetime as dt
 
+    from pwgroup.config import Config, ConfigError, config_path, load
+    from pwgroup.graph import layout
+    from pwgroup.model import MemberState
+
+    try:
+        config = load(config_path())
+    except ConfigError as err:
+        print(f"pwgroup: warning: {err.message}", file=sys.stderr)
+        config = Config()
     be = await _backend()
     try:
         graph = be.graph
-        names = layout.group_names(graph)
+        daemon, reconnect = _daemon_state(be.env)
+        names = sorted(set(layout.group_names(graph)) | set(config.groups))
         if args.name is not None:
             check_group_name(args.name)
             if args.name not in names:
@@ -554,7 +564,32 @@ async def cmd_status(args: argparse.Namespace) -> int:
         groups = [layout.observe_group(graph, n) for n in names]
     finally:
         await be.close()
+    now = dt.datetime.now(dt.UTC)
+
+    def configured(group: str, speaker: str) -> dict[str, Any]:
+        wanted = config.groups.get(group)
+        m = wanted.member(speaker) if wanted else None
+        if m is None:
+            return {"in_config": False}
+        return {
+            "in_config": True,
+            "trim_ms": m.trim_ms,
+            "volume": m.volume,
+            "channels": m.channels,
+            "latency_ms": m.latency_ms,
+            "calibrated": m.calibrated.isoformat() if m.calibrated else None,
+            "needs_calibration": m.stale(now, config.calibration.stale_after_days),
+        }
+
+    def members_of(g: Any) -> list[Any]:
+        seen = {m.speaker for m in g.members}
+        wanted = config.groups.get(g.name)
+        # A configured member with no element yet (no daemon, or being built) is listed too.
+        missing = [m.speaker for m in wanted.members if m.speaker not in seen] if wanted else []
+        return [*g.members, *(MemberState(k, None, None, None, False, None, None) for k in missing)]
+
     data: dict[str, Any] = {
+        "daemon": daemon,
         "backend": _chosen.name if _chosen else be.name,
         "backend_reason": _chosen.reason if _chosen else None,
         "groups": [
@@ -562,16 +597,19 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 "name": g.name,
                 "description": g.sink.description if g.sink else None,
                 "sink": g.sink.name if g.sink else None,
+                "built": g.sink is not None,
                 "members": [
                     {
                         "address": _address(m.speaker),
                         "speaker": m.speaker,
                         "node": m.speaker_node.name if m.speaker_node else None,
-                        "present": m.present,
+                        "present": m.present or layout.find_speaker(graph, m.speaker) is not None,
                         "linked": m.linked,
                         "delay_ms": m.delay_ms,
+                        "reconnect": reconnect.get(m.speaker),
+                        **configured(g.name, m.speaker),
                     }
-                    for m in g.members
+                    for m in members_of(g)
                 ],
             }
             for g in groups
@@ -581,15 +619,43 @@ async def cmd_status(args: argparse.Namespace) -> int:
         _emit_json(data)
         return EXIT_OK
     print(f"backend: {data['backend']} ({data['backend_reason']})")
+    print(f"daemon: pid {daemon}" if daemon else "daemon: not running: nothing heals the groups ('pwgroup daemon')")
     if not groups:
         print("no groups: create one with 'pwgroup group create NAME SPEAKER...'")
     for g in data["groups"]:
-        print(f"{g['name']}  sink {g['sink'] or '(missing)'}  {safe_text(g['description'] or '', 60)}")
+        sink = g["sink"] or "(not built: start 'pwgroup daemon', or edit the group)"
+        print(f"{g['name']}  sink {sink}  {safe_text(g['description'] or '', 60)}")
         for m in g["members"]:
             state = "playing" if m["linked"] else ("absent" if not m["present"] else "unlinked")
+            if not m["present"] and m["reconnect"]:
+                state = f"absent, reconnect: {m['reconnect']}"
             delay = "-" if m["delay_ms"] is None else f"{m['delay_ms']:.3f} ms"
-            print(f"  {safe_text(m['speaker'], 48)}  {state}  delay {delay}")
+            note = "  needs calibration" if m.get("needs_calibration") else ""
+            print(f"  {safe_text(m['speaker'], 48)}  {state}  delay {delay}{note}")
     return EXIT_OK
+
+
+def _daemon_state(env: Any) -> tuple[int | None, dict[str, str]]:
+    """The running daemon's pid and each member's reconnect state as it last wrote them."""
+    import time
+
+    from pwgroup.supervisor import daemon_pid, runtime_dir
+
+    pid = daemon_pid(env)
+    if pid is None:
+        return None, {}
+    try:
+        saved = json.loads((runtime_dir(env) / "status.json").read_text())
+    except (OSError, ValueError):
+        return pid, {}
+    out = {}
+    for address, state in (saved.get("reconnect") or {}).items():
+        text = str(state.get("text", ""))
+        retry_at = state.get("retry_at")
+        if text.startswith("waiting") and isinstance(retry_at, int | float):
+            text = f"waiting {max(0, round(retry_at - time.time()))} s"
+        out[str(address)] = text
+    return pid, out
 
 
 def _address(key: str) -> str | None:

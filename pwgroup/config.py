@@ -18,9 +18,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import tomlkit
-from tomlkit.items import AoT, Table
-
 from pwgroup.model import GroupSpec, MemberSpec, UserError, check_group_name, normalize_address
 
 VERSION = 1
@@ -61,6 +58,17 @@ TOP_KEYS = {
 
 class ConfigError(UserError):
     """A configuration the program cannot use: the message names file, line and key."""
+
+
+def load(path: Path) -> Config:
+    """Read and validate without tomlkit (fast: `pwgroup status` takes this path); no file is an empty config."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the configuration: {err}") from None
+    return parse(text, path)
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
@@ -308,6 +316,8 @@ class ConfigFile:
     """The configuration file as a tomlkit document: edits touch only what they change."""
 
     def __init__(self, path: Path, text: str) -> None:
+        import tomlkit  # only writers pay for it
+
         self.path = path
         self.config = parse(text, path)
         self.doc = tomlkit.parse(text) if text.strip() else tomlkit.parse(HEADER)
@@ -328,6 +338,9 @@ class ConfigFile:
 
     def set_group(self, group: GroupConfig) -> None:
         """Write `group` into the document; members that stay keep their tables (and comments)."""
+        import tomlkit
+        from tomlkit.items import AoT, Table
+
         groups = self.doc.get("groups")
         if groups is None:
             groups = tomlkit.table(is_super_table=True)
@@ -367,10 +380,14 @@ class ConfigFile:
         self._revalidate()
 
     def _revalidate(self) -> None:
+        import tomlkit
+
         self.config = parse(tomlkit.dumps(self.doc), self.path)
 
     def save(self) -> None:
         """Atomic replace; the previous file is kept as config.toml.bak."""
+        import tomlkit
+
         text = tomlkit.dumps(self.doc)
         parse(text, self.path)  # never write what could not be read back
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -400,14 +417,14 @@ class ConfigFile:
 
 
 def _member_key(item: Any) -> str | None:
-    if not isinstance(item, dict | Table):
+    if not hasattr(item, "keys"):
         return None
     if "address" in item:
         return normalize_address(str(item["address"]))
     return str(item["node"]) if "node" in item else None
 
 
-def _write_member(item: Table, m: MemberConfig) -> None:
+def _write_member(item: Any, m: MemberConfig) -> None:
     address = normalize_address(m.speaker)
     if address:
         item["address"] = address

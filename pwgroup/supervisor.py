@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-from pwgroup.config import Config, ConfigFile
+from pwgroup.config import Config, ReconnectConfig
+from pwgroup.config import load as load_config
 from pwgroup.graph import Backend, layout
 from pwgroup.graph.proc import process_alive
 from pwgroup.model import (
@@ -34,6 +37,7 @@ from pwgroup.model import (
     StopMember,
     Unlink,
     UserError,
+    normalize_address,
 )
 
 
@@ -272,10 +276,128 @@ def held(env: Mapping[str, str], group: str) -> bool:
     return False
 
 
+# ---------------------------------------------------------------- bringing Bluetooth members back
+
+
+class BluetoothKeeper:
+    """Calls Connect() for absent Bluetooth members on the reconnect policy's schedule, one task per speaker.
+
+    BlueZ does not reconnect a power-cycled speaker by itself. Without a bus or BlueZ it says so once and
+    pwgroup works on from PipeWire's view: members are relinked when they come back by other means.
+    """
+
+    def __init__(
+        self,
+        log: Callable[[str, str], None],
+        settings: ReconnectConfig,
+        on_change: Callable[[], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self.log = log
+        self.settings = settings
+        self.on_change = on_change
+        self.wake = wake
+        self.pending = False  # members away that could not be handled yet: look again soon
+        self.client: Any = None
+        self.opening: asyncio.Task[None] | None = None
+        self.tasks: dict[str, asyncio.Task[bool]] = {}
+        self.policies: dict[str, Any] = {}
+        self.states: dict[str, dict[str, Any]] = {}
+        self._said = False
+
+    async def _open(self) -> None:
+        from pwgroup.bluez.client import BluezClient
+        from pwgroup.bluez.errors import BluetoothError
+
+        try:
+            self.client = await BluezClient.open(require_bluez=False)
+            if self._said:
+                self.log("info", "Bluetooth control is back")
+            self._said = False
+            self.wake()
+        except BluetoothError as err:
+            if not self._said:
+                self.log("warning", f"{err.message}; members come back only by themselves")
+                self._said = True
+
+    def _policy(self, address: str) -> Any:
+        from pwgroup.bluez.reconnect import Backoff, Reconnect
+
+        if address not in self.policies:
+            s = self.settings
+            self.policies[address] = Reconnect(
+                Backoff(first=s.initial_s, cap=s.max_s, max_auth_failures=s.auth_failures)
+            )
+        return self.policies[address]
+
+    def _tell(self, address: str, text: str) -> None:
+        policy = self.policies.get(address)
+        left = None if policy is None or policy.next_at is None else max(0.0, policy.next_at - time.monotonic())
+        before = self.states.get(address, {}).get("state")
+        self.states[address] = {
+            "state": text.split(" ")[0],
+            "text": text,
+            "retry_at": None if left is None else time.time() + left,
+        }
+        if text.startswith("giving up") and before != "giving":
+            self.log("warning", f"{address}: {text} ({policy.last_error if policy else ''}); pair it again to retry")
+        self.on_change()
+
+    def update(self, absent: set[str], present: set[str]) -> None:
+        """Start reconnecting members that are away; stop for those that are back. Never waits."""
+        self.pending = False
+        if not self.settings.enabled:
+            return
+        for address in present:
+            task = self.tasks.pop(address, None)
+            if task is not None:
+                task.cancel()
+            if address in self.policies:
+                self.policies[address].succeeded()
+                self._tell(address, "connected")
+        if not absent:
+            return
+        if self.client is None or not getattr(self.client.bus, "connected", False):
+            self.client = None
+            self.pending = True
+            if self.opening is None or self.opening.done():
+                self.opening = asyncio.ensure_future(self._open())
+            return
+        for address in sorted(absent):
+            running = self.tasks.get(address)
+            if running is not None and not running.done():
+                continue
+            device = self.client.device(address)
+            policy = self._policy(address)
+            if device is None:
+                self.pending = True  # BlueZ may be restarting, its cache not yet filled
+                continue
+            if not device.paired or policy.state == "gave-up":
+                continue
+            from pwgroup.bluez.reconnect import reconnect
+
+            self.log("info", f"{address} is away: reconnecting it")
+            self.tasks[address] = asyncio.ensure_future(
+                reconnect(address, self.client.connect, policy, on_status=self._tell)
+            )
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return dict(self.states)
+
+    def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        if self.opening is not None:
+            self.opening.cancel()
+        if self.client is not None:
+            self.client.close()
+
+
 # ---------------------------------------------------------------- the daemon's loop
 
 MAX_PASSES_PER_S = 30  # a flapping speaker costs at most this many reconcile passes a second
 RECONNECT_PERIOD_S = 0.2  # how often a lost PipeWire is looked for again
+PENDING_RECHECK_S = 1.0  # how often members away without a reconnect under way are looked at again
 
 
 class Supervisor:
@@ -308,6 +430,8 @@ class Supervisor:
         self._wake = asyncio.Event()
         self._removed: set[str] = set()  # groups taken out of the config while running: to be torn down
         self._present: dict[tuple[str, str], bool] = {}
+        self.bluetooth = BluetoothKeeper(log, self.config.reconnect, self._write_status, self._wake.set)
+        self.status_path = runtime_dir(self.env) / "status.json"
 
     # ------------------------------------------------------------ requests (signal handlers call these)
     def request_reload(self) -> None:
@@ -320,12 +444,13 @@ class Supervisor:
 
     # ------------------------------------------------------------ the loop
     def load(self) -> None:
-        config = ConfigFile.open(self.config_path).config
+        config = load_config(self.config_path)
         for warning in config.warnings:
             self.log("warning", warning)
         self._removed |= set(self.config.groups) - set(config.groups)
         self._removed -= set(config.groups)
         self.config = config
+        self.bluetooth.settings = config.reconnect
 
     async def run(self, notify: Callable[[str], None]) -> None:
         self.load()
@@ -350,6 +475,7 @@ class Supervisor:
                     continue
                 seen = backend.serial
                 started = time.monotonic()
+                self._wake.clear()  # a wake that comes during the pass is kept for the next one
                 await self._pass(backend)
                 # Rate limit: under a storm of events, passes are spaced; a lone event is served at once.
                 spare = 1.0 / MAX_PASSES_PER_S - (time.monotonic() - started)
@@ -377,13 +503,14 @@ class Supervisor:
             self._wake.clear()
 
     async def _wait(self, backend: Backend, seen: int) -> None:
-        if backend.serial != seen or self._stop or self._reload:
+        if backend.serial != seen or self._stop or self._reload or self._wake.is_set():
             return
-        self._wake.clear()
         changed = asyncio.ensure_future(backend.wait_changed(3600.0, since=seen))
         woken = asyncio.ensure_future(self._wake.wait())
+        # Level-triggered for Bluetooth too: while a member is away unhandled, look again every second.
+        timeout = PENDING_RECHECK_S if self.bluetooth.pending else None
         try:
-            await asyncio.wait({changed, woken}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({changed, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (changed, woken):
                 task.cancel()
@@ -411,6 +538,17 @@ class Supervisor:
                 # Level-triggered: the next event (or the next pass) tries again from what is there then.
                 self.log("warning", f"group {name}: {err.message}")
             graph = await backend.refresh()
+        addresses = {m.speaker for g in self.config.groups.values() for m in g.members if normalize_address(m.speaker)}
+        present = {a for a in addresses if layout.find_speaker(graph, a) is not None}
+        self.bluetooth.update(addresses - present, present)
+
+    def _write_status(self) -> None:
+        """What `pwgroup status` shows beside the graph: each member's reconnect state."""
+        data = {"pid": os.getpid(), "updated": time.time(), "reconnect": self.bluetooth.snapshot()}
+        tmp = self.status_path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(data))
+            tmp.replace(self.status_path)
 
     def _note_presence(self, graph: Graph, name: str) -> None:
         """One log line per member that comes or goes."""
@@ -428,6 +566,9 @@ class Supervisor:
             self._present[(name, m.speaker)] = now
 
     async def _shutdown(self) -> None:
+        self.bluetooth.close()
+        with contextlib.suppress(OSError):
+            self.status_path.unlink()
         backend = self.backend
         if backend is None:
             return

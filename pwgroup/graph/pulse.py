@@ -7,11 +7,12 @@ speaker) and, while the speaker is there, a module-loopback from that record int
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,11 +227,6 @@ def records_in(snap: Snapshot) -> dict[tuple[str, str], Record]:
     return found
 
 
-def stale_records(snap: Snapshot) -> list[PaSource]:
-    current = {r.source.index for r in records_in(snap).values()}
-    return [s for s in snap.sources if s.props.get(layout.PROP_ROLE) == ROLE_RECORD and s.index not in current]
-
-
 def links_in(snap: Snapshot) -> list[tuple[PaStream, int]]:
     """pwgroup's loopbacks as (sink input, record source index)."""
     reads = {so.owner_module: so.target for so in snap.source_outputs if so.owner_module is not None}
@@ -331,12 +327,12 @@ class PulseBackend:
         self._serial = 0
         # Two channel pairs of one member ask for the same loopback, maybe side by side.
         self._link_lock = asyncio.Lock()
-        # One module change in flight at a time: the reconciler runs actions side by side, and a daemon asked
-        # to unload a module whose master it is unloading at that moment has been seen to die here.
+        # One module change at a time: the reconciler runs actions side by side, and a loopback's unload must
+        # not race the unload of the record it reads (which takes the loopback down with it).
         self._module_lock = asyncio.Lock()
         # index -> name of what the server told us about: a removal event carries only the index.
         self.names: dict[tuple[str, int], str] = {}
-        self.removed: list[tuple[str, str]] = []
+        self.removed: collections.deque[tuple[str, str]] = collections.deque(maxlen=64)
 
     @property
     def graph(self) -> Graph:
@@ -388,12 +384,28 @@ class PulseBackend:
     async def refresh(self) -> Graph:
         if not self._dirty:
             return self._graph
+        async with self._server():
+            return await self._refresh()
+
+    @contextlib.asynccontextmanager
+    async def _server(self) -> AsyncIterator[None]:
+        """A server that goes away mid-command is exit code 3 and one line, never a traceback."""
+        from pulsectl import PulseDisconnected
+
+        try:
+            yield
+        except PulseDisconnected:
+            raise ServerUnreachable("PulseAudio went away: start it again (pulseaudio --start)") from None
+
+    async def _refresh(self) -> Graph:
         self._dirty = False
         p = self._pulse
         info = await p.server_info()
         sinks, sources = await p.sink_list(), await p.source_list()
         sink_inputs, source_outputs = await p.sink_input_list(), await p.source_output_list()
-        rate = getattr(getattr(info, "default_sample_spec", None), "rate", None) or layout.DEFAULT_RATE
+        # pulsectl's server info leaves the sample spec out; then the rate of the first sink stands for it.
+        rate = getattr(getattr(info, "default_sample_spec", None), "rate", None)
+        rate = rate or (int(sinks[0].sample_spec.rate) if sinks else layout.DEFAULT_RATE)
         snap = Snapshot(rate=int(rate))
         for s in sinks:
             self.names[("sink", s.index)] = s.name
@@ -465,7 +477,7 @@ class PulseBackend:
         from pulsectl import PulseError
 
         try:
-            async with self._module_lock:
+            async with self._module_lock, self._server():
                 return int(await self._pulse.module_load(module, args))
         except PulseError as err:
             raise BackendError(f"PulseAudio refused to load {module}: {err}") from None
@@ -475,7 +487,7 @@ class PulseBackend:
 
         if index is None:
             return
-        async with self._module_lock:
+        async with self._module_lock, self._server():
             # Unloaded by now if its master went first: PulseAudio takes a loopback or remap down with it.
             if not any(m.index == index for m in await self._pulse.module_list()):
                 return
@@ -593,7 +605,8 @@ class PulseBackend:
         if mute:
             # A fresh loopback plays silence until its buffer holds the target latency, so muting it now,
             # a round trip after loading, is in time.
-            await self._pulse.sink_input_mute(found[0].index, True)
+            async with self._server():
+                await self._pulse.sink_input_mute(found[0].index, True)
         return found[0]
 
     async def unlink(self, link_id: int) -> None:
@@ -621,10 +634,11 @@ class PulseBackend:
             # Muted, the new line fills and its rate control settles on the target before it is heard.
             await asyncio.sleep(max(CONVERGE_S, (BASE_MS + new_ms) / 1000.0 + FILL_MARGIN_S))
         # Both requests leave in one write: the server applies them in order, usually in the same block.
-        await asyncio.gather(
-            *(self._pulse.sink_input_mute(si.index, False) for si in fresh),
-            *(self._pulse.sink_input_mute(si.index, True) for si in old_links),
-        )
+        async with self._server():
+            await asyncio.gather(
+                *(self._pulse.sink_input_mute(si.index, False) for si in fresh),
+                *(self._pulse.sink_input_mute(si.index, True) for si in old_links),
+            )
         for si in old_links:
             await self._unload(si.owner_module)
         await self._unload(old.source.owner_module)

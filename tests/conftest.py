@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pwgroup.sim.pulseroom import PulseRoom
 from pwgroup.sim.room import Room
 
 HIDDEN_MS = [100.0, 150.0, 200.0, 250.0]
@@ -33,6 +34,52 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Room]:
     if not os.environ.get("PWGROUP_KEEP_ROOM"):  # keep it up to inspect a failure
         r.down()
     assert wireplumber_alive, f"WirePlumber died during the tests: see {root}/log/wireplumber.log and dmesg"
+
+
+@pytest.fixture(scope="session")
+def pulse_room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PulseRoom]:
+    """The same speakers on a private PulseAudio daemon, for the tests that run on both backends."""
+    if not shutil.which("pulseaudio"):
+        pytest.fail("PulseAudio is not installed: run 'make setup' (see README)")
+    r = PulseRoom(tmp_path_factory.mktemp("pulse"))
+    r.up(speakers=len(HIDDEN_MS), latencies_ms=HIDDEN_MS)
+    yield r
+    alive = r.running
+    if not os.environ.get("PWGROUP_KEEP_ROOM"):
+        r.down()
+    assert alive, f"PulseAudio died during the tests: see {r.root}/log/pulseaudio.log"
+
+
+@pytest.fixture(params=["pipewire", "pulse"])
+def sound_room(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """The room on each backend in turn: PipeWire, then PulseAudio."""
+    return request.getfixturevalue("room" if request.param == "pipewire" else "pulse_room")
+
+
+def _cli_for(r: Room | PulseRoom):  # type: ignore[no-untyped-def]
+    def run(*args: str, check: bool = False) -> tuple[int, str, str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pwgroup", *args], env=r.env, capture_output=True, text=True, timeout=60
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"pwgroup {' '.join(args)} failed: {proc.stderr}")
+        return proc.returncode, proc.stdout, proc.stderr
+
+    return run
+
+
+@pytest.fixture
+def sound_cli(sound_room):  # type: ignore[no-untyped-def]
+    return _cli_for(sound_room)
+
+
+@pytest.fixture
+def sound_group(sound_cli, sound_room):  # type: ignore[no-untyped-def]
+    """A fresh group over the first three speakers of the room on either backend, deleted afterwards."""
+    name = f"g{os.getpid() % 1000}"
+    sound_cli("group", "create", name, *[s.address for s in sound_room.speakers[:3]], check=True)
+    yield name
+    sound_cli("group", "delete", name)
 
 
 @pytest.fixture
@@ -66,7 +113,7 @@ def group(cli, room: Room):  # type: ignore[no-untyped-def]
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "room" in getattr(item, "fixturenames", ()):
+        if {"room", "pulse_room", "sound_room"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
         elif not any(m.name in ("integration", "slow") for m in item.iter_markers()):
             item.add_marker(pytest.mark.unit)

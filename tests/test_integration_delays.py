@@ -1,26 +1,36 @@
-"""Delays proven end to end on a real private PipeWire: a signal into the group sink, recorded on the
-room's truth channels (each speaker's emission, after its hidden latency), located by cross-correlation."""
+"""Delays proven end to end on a real private PipeWire and a real private PulseAudio: a signal into the group
+sink, recorded on the room's truth channels (each speaker's emission, after its hidden latency), located by
+cross-correlation against the group's monitor recorded in the same stream."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from pwgroup.graph.capture import Player, Recorder
+from pwgroup.graph.pulse import CONVERGE_S
 from pwgroup.sim.measure import decompose, lag
-from pwgroup.sim.room import RATE, Room
+from pwgroup.sim.room import RATE
 
 pytestmark = pytest.mark.integration
 
 
-def monitor_port(room: Room, group: str) -> int:
-    graph = room.dump()
-    sink = graph.node_by_name(f"pwgroup.{group}")
-    assert sink is not None
-    return graph.ports_of(sink.id, "out", monitor=True)[0].id
+def slack(room) -> int:  # type: ignore[no-untyped-def]
+    """Samples a delay may land off its target. PipeWire: none. PulseAudio: 16's module-loopback holds its
+    latency by rate control, within about a millisecond once settled (measured here), and the reference
+    reaches the recording through a loopback of its own (the server cannot record two devices in one stream)."""
+    return 0 if room.backend == "pipewire" else 96
+
+
+def applied_ms(room, ms: float) -> float:  # type: ignore[no-untyped-def]
+    """What a backend can apply: whole samples on PipeWire; whole milliseconds on PulseAudio, whose loopback
+    takes latency_msec as an integer."""
+    if room.backend == "pipewire":
+        return round(ms * RATE / 1000) * 1000 / RATE
+    return float(round(ms))
 
 
 def burst(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -30,13 +40,12 @@ def burst(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
     return np.stack([sig, sig], axis=1)
 
 
-def arrivals(room: Room, group: str, n: int) -> list[int]:
+def arrivals(room, group: str, n: int) -> list[int]:  # type: ignore[no-untyped-def]
     """Lag of each truth channel behind the group sink's monitor, in samples."""
-    ports = [monitor_port(room, group), *room.emit_ports()[:n]]
-    with Recorder(room.env, ports) as rec:
+    with room.truth(group, n) as rec:
         time.sleep(0.2)
-        Player(room.env, f"pwgroup.{group}", burst()).start().wait()
-        time.sleep(0.5)
+        room.play(group, burst()).start().wait()
+        time.sleep(0.5 + room.lead_s)
         y = rec.stop()
     assert np.abs(y[:, 0]).max() > 0.1, "nothing reached the group sink"
     for ch in range(1, n + 1):
@@ -44,49 +53,92 @@ def arrivals(room: Room, group: str, n: int) -> list[int]:
     return [lag(y[:, 0], y[:, ch]) for ch in range(1, n + 1)]
 
 
-def test_delays_land_exactly(cli, room: Room, group: str) -> None:
-    delays = [0.0, 37.5, 120.0]
+def test_delays_land_exactly(sound_cli, sound_room, sound_group: str) -> None:
+    cli, room, group = sound_cli, sound_room, sound_group
+    delays = [0.0, 37.4, 120.0]  # 37.4, not 37.5: PulseAudio rounds to whole ms, and x.5 would tie
     for spk, ms in zip(room.speakers, delays, strict=False):
         cli("delay", "set", group, spk.address, str(ms), check=True)
+    members = json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]["members"]
+    assert [m["delay_ms"] for m in members] == pytest.approx([applied_ms(room, ms) for ms in delays])
     got = arrivals(room, group, 3)
-    want = [round(ms * RATE / 1000) + spk.latency_samples for spk, ms in zip(room.speakers, delays, strict=False)]
-    assert all(abs(g - w) <= 1 for g, w in zip(got, want, strict=True)), (got, want)
+    want = [
+        round(applied_ms(room, ms) * RATE / 1000) + spk.latency_samples
+        for spk, ms in zip(room.speakers, delays, strict=False)
+    ]
+    assert all(abs(g - w) <= max(1, slack(room)) for g, w in zip(got, want, strict=True)), (got, want)
+    # What keeps speakers together: each member against the first (to the sample on PipeWire).
+    relative = [g - got[0] - (w - want[0]) for g, w in zip(got, want, strict=True)]
+    assert all(abs(r) <= max(1, slack(room)) for r in relative), (got, want)
 
 
-def test_equal_delays_are_sample_aligned(cli, room: Room, group: str) -> None:
+def test_equal_delays_are_sample_aligned(sound_cli, sound_room, sound_group: str) -> None:
+    cli, room, group = sound_cli, sound_room, sound_group
     for spk in room.speakers[:3]:
         cli("delay", "set", group, spk.address, "50", check=True)
     got = arrivals(room, group, 3)
     beyond_hidden = [g - spk.latency_samples for g, spk in zip(got, room.speakers, strict=False)]
-    assert beyond_hidden == [2400, 2400, 2400], beyond_hidden
+    assert all(abs(b - 2400) <= slack(room) for b in beyond_hidden), beyond_hidden
+    assert max(beyond_hidden) - min(beyond_hidden) <= slack(room), beyond_hidden
 
 
-def _play_noise_while(room: Room, group: str, seconds: float, action, ports: list[int]) -> np.ndarray:  # type: ignore[no-untyped-def]
+def landed(room, ref: np.ndarray, y: np.ndarray, want: int) -> int:  # type: ignore[no-untyped-def]
+    """Where a delay landed in this recording, checked against where it should have."""
+    got = lag(ref, y)
+    assert abs(got - want) <= slack(room), (got, want)
+    return got
+
+
+def level(ref: np.ndarray, y: np.ndarray, lags: tuple[int, ...], win: int = 480) -> np.ndarray:
+    """Per 10 ms window while the noise plays (on a channel that lags the reference by any of `lags`): its RMS
+    over the channel's median, which is the level of one clean copy. 1 while the member plays, 0 in a gap,
+    about 1.4 where two copies (stale audio) overlap. The noise is white and steady, so it needs no alignment.
+    (PulseAudio's convolving sink normalizes its impulse response, so the room's speaker gains do not show.)"""
+    active = np.flatnonzero(np.abs(ref) > 1e-4)
+    start, end = active[0] + max(lags) + 2 * win, active[-1] + min(lags) - 2 * win
+    rows = [y[i : i + win] for i in range(start, end - win, win)]
+    levels = np.array([np.sqrt(np.mean(r**2)) for r in rows])
+    return levels / float(np.median(levels))
+
+
+def _play_noise_while(room, group: str, seconds: float, action, n: int) -> np.ndarray:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(7)
     x = rng.standard_normal(int(RATE * seconds)) * 0.2
-    with Recorder(room.env, ports) as rec:
-        player = Player(room.env, f"pwgroup.{group}", np.stack([x, x], axis=1)).start()
+    with room.truth(group, n) as rec:
+        player = room.play(group, np.stack([x, x], axis=1)).start()
         time.sleep(seconds * 0.3)
         worker = threading.Thread(target=action)
         worker.start()
         worker.join(30)
         player.wait()
-        time.sleep(0.3)
+        time.sleep(0.3 + room.lead_s)
         return rec.stop()
 
 
-def test_delay_change_while_playing_has_no_stale_audio_and_no_gap(cli, room: Room, group: str) -> None:
+def test_delay_change_while_playing_has_no_stale_audio_and_no_gap(sound_cli, sound_room, sound_group: str) -> None:
+    cli, room, group = sound_cli, sound_room, sound_group
     spk, other = room.speakers[0], room.speakers[1]
     cli("delay", "set", group, spk.address, "20", check=True)
     cli("delay", "set", group, other.address, "10", check=True)
-    ports = [monitor_port(room, group), room.emit_ports()[0], room.emit_ports()[1]]
+    # On PulseAudio a change waits, muted, for the new loopback to settle: play long enough to hear both sides.
+    seconds = 3.0 if room.backend == "pipewire" else 6.0 + CONVERGE_S
     for old, new in ((20.0, 90.0), (90.0, 5.0)):
         y = _play_noise_while(
-            room, group, 3.0, lambda n=new: cli("delay", "set", group, spk.address, str(n), check=True), ports
+            room, group, seconds, lambda n=new: cli("delay", "set", group, spk.address, str(n), check=True), 2
         )
         ref = y[:, 0]
-        d_old = round(old * RATE / 1000) + spk.latency_samples
-        d_new = round(new * RATE / 1000) + spk.latency_samples
+        third = len(y) // 4
+        d_old = landed(room, ref[:third], y[:third, 1], round(old * RATE / 1000) + spk.latency_samples)
+        d_new = landed(room, ref[-third:], y[-third:, 1], round(new * RATE / 1000) + spk.latency_samples)
+        if room.backend == "pulse":
+            # Rate control resamples by a hair, so the waveform is not the reference shifted by whole samples
+            # and the decomposition below cannot apply; levels show a gap or a doubled (stale) stretch instead.
+            lv = level(ref, y[:, 1], (d_old, d_new))
+            off = np.sum((lv < 0.7) | (lv > 1.25))
+            assert off <= 3, f"{off * 10} ms of gap or doubled audio around the change (min {lv.min():.2f})"
+            d_other = landed(room, ref, y[:, 2], round(10 * RATE / 1000) + other.latency_samples)
+            lv_o = level(ref, y[:, 2], (d_other,))
+            assert np.all((lv_o > 0.8) & (lv_o < 1.2)), "the other member was disturbed"
+            continue
         win = 120
         rows = decompose(ref, y[:, 1], (d_old, d_new), window=win)
         active = rows[(np.abs(rows[:, 1]) + np.abs(rows[:, 2])) > 0.05]
@@ -103,25 +155,29 @@ def test_delay_change_while_playing_has_no_stale_audio_and_no_gap(cli, room: Roo
         assert len(mixed) * win / RATE <= 0.030, f"crossfade of {len(mixed) * win / RATE * 1000:.1f} ms"
         assert active[0, 1] > 0.95 * spk.gain and active[-1, 2] > 0.95 * spk.gain
         # The other member never noticed.
-        d_other = round(10 * RATE / 1000) + other.latency_samples
+        d_other = landed(room, ref, y[:, 2], round(10 * RATE / 1000) + other.latency_samples)
         rows_o = decompose(ref, y[:, 2], (d_other, d_other + 1))
         act_o = rows_o[(np.abs(rows_o[:, 1]) + np.abs(rows_o[:, 2])) > 0.05][2:-2]
         assert act_o[:, 3].max() < 1e-3
 
 
-def test_remove_and_readd_member_while_playing_leaves_others_untouched(cli, room: Room, group: str) -> None:
+def test_remove_and_readd_member_while_playing_leaves_others_untouched(sound_cli, sound_room, sound_group: str) -> None:
+    cli, room, group = sound_cli, sound_room, sound_group
     spk3 = room.speakers[2]
 
     def churn() -> None:
         cli("group", "remove", group, spk3.address, check=True)
         cli("group", "add", group, spk3.address, "--delay", "30", check=True)
 
-    ports = [monitor_port(room, group), *room.emit_ports()[:3]]
-    y = _play_noise_while(room, group, 4.0, churn, ports)
+    y = _play_noise_while(room, group, 4.0, churn, 3)
     ref = y[:, 0]
     for ch in (1, 2):
         spk = room.speakers[ch - 1]
-        d = spk.latency_samples
+        d = landed(room, ref, y[:, ch], spk.latency_samples)
+        if room.backend == "pulse":  # resampled by a hair: levels, not a whole-sample decomposition
+            lv = level(ref, y[:, ch], (d,))
+            assert np.all((lv > 0.8) & (lv < 1.2)), f"member {ch} was disturbed (level {lv.min():.2f}-{lv.max():.2f})"
+            continue
         rows = decompose(ref, y[:, ch], (d, d + 1))
         act = rows[(np.abs(rows[:, 1]) + np.abs(rows[:, 2])) > 0.05][2:-2]
         assert len(act) > 300
@@ -129,4 +185,4 @@ def test_remove_and_readd_member_while_playing_leaves_others_untouched(cli, room
         assert np.all(np.abs(act[:, 1] + act[:, 2] - spk.gain) < 0.02 * spk.gain), f"member {ch} had a gap"
     # The re-added member plays again, at its new delay.
     tail = y[-int(1.5 * RATE) :, :]
-    assert lag(tail[:, 0], tail[:, 3]) == round(30 * RATE / 1000) + spk3.latency_samples
+    assert abs(lag(tail[:, 0], tail[:, 3]) - (round(30 * RATE / 1000) + spk3.latency_samples)) <= slack(room)

@@ -1,8 +1,6 @@
 """The virtual room on PulseAudio: a private `pulseaudio` daemon with fake Bluetooth speakers and a truth tap.
 
-The same tests that run on the PipeWire room run here, so the PulseAudio backend is proven on a real server.
-Each speaker is a convolving sink named like BlueZ's whose impulse-response file holds its hidden latency;
-every speaker's emission lands on its own channel of one null sink ("the air"), recorded in one stream.
+The PipeWire room's tests run here too; hidden latencies live in convolver files, emissions on one null sink.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pwgroup.graph import Backend
 from pwgroup.model import ServerUnreachable, UserError
 
 BACKEND_ENV = "PWGROUP_BACKEND"
@@ -82,13 +83,16 @@ async def choose(env: Mapping[str, str] | None = None) -> Choice:
     )
 
 
-async def open_backend(env: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
+async def open_backend(env: Mapping[str, str] | None = None) -> tuple[Backend, Choice]:
     """The chosen backend, opened, and why it was chosen."""
     choice = await choose(env)
+    backend: Backend
     if choice.name == "pulse":
         from pwgroup.graph.pulse import PulseBackend
 
-        return await PulseBackend(env).open(), choice
-    from pwgroup.graph.pipewire import PipeWireBackend
+        backend = await PulseBackend(env).open()
+    else:
+        from pwgroup.graph.pipewire import PipeWireBackend
 
-    return await PipeWireBackend(env).open(), choice
+        backend = await PipeWireBackend(env).open()
+    return backend, choice

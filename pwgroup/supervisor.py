@@ -7,6 +7,7 @@ twice does nothing the second time and a restart converges to the same graph.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import json
@@ -457,6 +458,7 @@ class Supervisor:
         self.log("info", f"managing {len(self.config.groups)} group(s) from {self.config_path}")
         await self._connect()
         notify("READY=1")
+        recent: collections.deque[float] = collections.deque(maxlen=MAX_PASSES_PER_S)
         try:
             while not self._stop:
                 if self._reload:
@@ -473,14 +475,15 @@ class Supervisor:
                     await backend.close()
                     await self._connect()
                     continue
+                # Rate limit over a sliding second: the events of a speaker coming back (node, ports, state)
+                # are served at once; only a storm of them (a flapping speaker) is spaced out.
+                while len(recent) >= MAX_PASSES_PER_S and recent[0] > time.monotonic() - 1.0:
+                    await asyncio.sleep(recent[0] + 1.0 - time.monotonic())
+                    recent.popleft()
+                recent.append(time.monotonic())
                 seen = backend.serial
-                started = time.monotonic()
                 self._wake.clear()  # a wake that comes during the pass is kept for the next one
                 await self._pass(backend)
-                # Rate limit: under a storm of events, passes are spaced; a lone event is served at once.
-                spare = 1.0 / MAX_PASSES_PER_S - (time.monotonic() - started)
-                if spare > 0 and backend.serial != seen:
-                    await asyncio.sleep(spare)
                 await self._wait(backend, seen)
         finally:
             notify("STOPPING=1")
@@ -532,7 +535,10 @@ class Supervisor:
                 continue
             try:
                 if self.verbose:
-                    self.log("debug", f"group {name}: {', '.join(type(a).__name__ for a in actions)}")
+                    self.log(
+                        "debug",
+                        f"[{time.monotonic():.3f}] group {name}: {', '.join(type(a).__name__ for a in actions)}",
+                    )
                 await apply_actions(backend, actions)
             except PwgroupError as err:
                 # Level-triggered: the next event (or the next pass) tries again from what is there then.

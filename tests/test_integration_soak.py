@@ -1,0 +1,74 @@
+"""Soak: members of a group drop and return many times under the daemon; nothing leaks, every return is whole.
+
+CI runs a reduced count; `PWGROUP_SOAK_CYCLES=1000` runs the full one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+from test_integration_daemon import Daemon
+from test_integration_delays import arrivals
+from test_integration_lifecycle import pipewire_processes
+
+from pwgroup.config import config_path
+from pwgroup.graph import layout
+from pwgroup.sim.room import Room
+
+CYCLES = int(os.environ.get("PWGROUP_SOAK_CYCLES", "24"))
+DELAYS_MS = [90.0, 60.0, 30.0, 0.0]
+
+
+def _rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_drop_and_return_many_times_without_leaks(cli, room: Room) -> None:
+    speakers = room.speakers[:4]
+    cli("group", "create", "soak", *(s.address for s in speakers), check=True)
+    for spk, ms in zip(speakers, DELAYS_MS, strict=True):
+        cli("delay", "set", "soak", spk.address, str(ms), check=True)
+    # The speakers leave and come back by themselves here: no Bluetooth reconnects racing the test.
+    path = config_path(room.env)
+    path.write_text(path.read_text() + "\n[reconnect]\nenabled = false\n")
+    d = Daemon(room.env)
+    try:
+        time.sleep(0.5)
+        before = room.dump()
+        nodes, links = len(before.nodes), len(before.links)
+        processes = pipewire_processes(room)
+        rss0 = _rss_kb(d.proc.pid)
+        want = [round(ms * 48) + s.latency_samples for ms, s in zip(DELAYS_MS, speakers, strict=True)]
+        for i in range(CYCLES):
+            spk = speakers[i % 4]
+            room.disconnect(spk.address)
+            room.connect(spk.address)
+            deadline = time.monotonic() + 5
+            while True:
+                state = layout.observe_group(room.dump(), "soak")
+                member = state.member(spk.address)
+                if member is not None and member.linked:
+                    break
+                assert time.monotonic() < deadline, f"cycle {i}: {spk.address} was not relinked: {d.log()}"
+                time.sleep(0.02)
+            assert [m.delay_ms for m in state.members] == DELAYS_MS  # its delay came back with it
+            if i % 8 == 7:  # the truth channels, now and then: a burst through the group, heard aligned
+                lags = arrivals(room, "soak", 4)
+                assert all(abs(a - b) <= 1 for a, b in zip(lags, want, strict=True)), (i, lags, want)
+        time.sleep(0.5)
+        after = room.dump()
+        assert (len(after.nodes), len(after.links)) == (nodes, links)
+        # Speakers come back as new processes; elements are never started twice: the count is what holds.
+        assert len(pipewire_processes(room)) == len(processes)
+        growth = _rss_kb(d.proc.pid) - rss0
+        assert growth <= 5 * 1024, f"the daemon grew by {growth} kB over {CYCLES} cycles"
+    finally:
+        assert d.stop() == 0, d.log()
+        path.write_text(re.sub(r"\n\[reconnect\]\nenabled = false\n", "\n", path.read_text()))
+        cli("group", "delete", "soak")

@@ -83,6 +83,9 @@ Wants=pipewire.service
 Type=notify
 ExecStart={python} -m pwgroup daemon
 ExecReload=/bin/kill -HUP $MAINPID
+# Only the daemon gets SIGTERM: it stops the delay elements it made itself (or leaves them with --keep), and
+# after a crash the elements play on and the restarted daemon adopts them.
+KillMode=process
 Restart=on-failure
 RestartSec=2
 

@@ -364,3 +364,29 @@ def test_reconnecting_gives_up_after_repeated_auth_failures_and_survives_bluez_r
         room.bluez_control("SetFault", away.address, "")
         room.bluez_control("InRange", away.address)
         assert d.stop() == 0, d.log()
+
+
+def test_systemd_hears_ready_and_stopping(room: Room, tmp_path: Path) -> None:
+    import socket
+
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(15)
+        d = Daemon({**room.env, "NOTIFY_SOCKET": address, "JOURNAL_STREAM": "8:1234"}, "--keep")
+        assert sock.recv(256) == b"READY=1"
+        assert d.stop() == 0
+        assert sock.recv(256) == b"STOPPING=1"
+    # Under systemd (JOURNAL_STREAM set) each line carries its sd-daemon level, for journalctl -p.
+    assert all(line.startswith(("<6>", "<4>", "<3>")) for line in d.log().splitlines()), d.log()
+
+
+def test_service_install_writes_a_user_unit_for_this_python(cli, room: Room) -> None:
+    code, out, _ = cli("service", "install", "--print")
+    assert code == 0 and "Type=notify" in out and f"ExecStart={sys.executable} -m pwgroup daemon" in out
+    assert "KillMode=process" in out and "Restart=on-failure" in out
+    code, out, _ = cli("service", "install")
+    unit = Path(room.env["XDG_CONFIG_HOME"]) / "systemd" / "user" / "pwgroup.service"
+    assert code == 0 and unit.read_text().startswith("# Installed by `pwgroup service install`")
+    assert "systemctl --user enable --now pwgroup" in out
+    unit.unlink()

@@ -554,7 +554,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
     be = await _backend()
     try:
         graph = be.graph
-        daemon, reconnect = _daemon_state(be.env)
+        daemon, reconnect, returned = _daemon_state(be.env)
         names = sorted(set(layout.group_names(graph)) | set(config.groups))
         if args.name is not None:
             check_group_name(args.name)
@@ -571,7 +571,11 @@ async def cmd_status(args: argparse.Namespace) -> int:
         m = wanted.member(speaker) if wanted else None
         if m is None:
             return {"in_config": False}
+        back = returned.get(speaker)
+        # A Bluetooth speaker that reconnected may fill its buffers differently: its latency is worth a look.
+        recheck = back is not None and (m.calibrated is None or back > m.calibrated.timestamp())
         return {
+            "recheck_latency": recheck,
             "in_config": True,
             "trim_ms": m.trim_ms,
             "volume": m.volume,
@@ -631,23 +635,25 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 state = f"absent, reconnect: {m['reconnect']}"
             delay = "-" if m["delay_ms"] is None else f"{m['delay_ms']:.3f} ms"
             note = "  needs calibration" if m.get("needs_calibration") else ""
+            if m.get("recheck_latency"):
+                note += "  reconnected since: re-check its latency (calibrate --method fast)"
             print(f"  {safe_text(m['speaker'], 48)}  {state}  delay {delay}{note}")
     return EXIT_OK
 
 
-def _daemon_state(env: Any) -> tuple[int | None, dict[str, str]]:
-    """The running daemon's pid and each member's reconnect state as it last wrote them."""
+def _daemon_state(env: Any) -> tuple[int | None, dict[str, str], dict[str, float]]:
+    """The running daemon's pid, each member's reconnect state and when it last came back."""
     import time
 
     from pwgroup.supervisor import daemon_pid, runtime_dir
 
     pid = daemon_pid(env)
     if pid is None:
-        return None, {}
+        return None, {}, {}
     try:
         saved = json.loads((runtime_dir(env) / "status.json").read_text())
     except (OSError, ValueError):
-        return pid, {}
+        return pid, {}, {}
     out = {}
     for address, state in (saved.get("reconnect") or {}).items():
         text = str(state.get("text", ""))
@@ -655,7 +661,8 @@ def _daemon_state(env: Any) -> tuple[int | None, dict[str, str]]:
         if text.startswith("waiting") and isinstance(retry_at, int | float):
             text = f"waiting {max(0, round(retry_at - time.time()))} s"
         out[str(address)] = text
-    return pid, out
+    returned = {str(k): float(v) for k, v in (saved.get("returned") or {}).items() if isinstance(v, int | float)}
+    return pid, out, returned
 
 
 def _address(key: str) -> str | None:

@@ -431,6 +431,7 @@ class Supervisor:
         self._wake = asyncio.Event()
         self._removed: set[str] = set()  # groups taken out of the config while running: to be torn down
         self._present: dict[tuple[str, str], bool] = {}
+        self.returned: dict[str, float] = {}  # when each member last came back (wall clock), for a re-check
         self.bluetooth = BluetoothKeeper(log, self.config.reconnect, self._write_status, self._wake.set)
         self.status_path = runtime_dir(self.env) / "status.json"
 
@@ -550,7 +551,12 @@ class Supervisor:
 
     def _write_status(self) -> None:
         """What `pwgroup status` shows beside the graph: each member's reconnect state."""
-        data = {"pid": os.getpid(), "updated": time.time(), "reconnect": self.bluetooth.snapshot()}
+        data = {
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "reconnect": self.bluetooth.snapshot(),
+            "returned": self.returned,
+        }
         tmp = self.status_path.with_suffix(".tmp")
         with contextlib.suppress(OSError):
             tmp.write_text(json.dumps(data))
@@ -566,7 +572,13 @@ class Supervisor:
             before = self._present.get((name, m.speaker))
             if before is not None and before != now:
                 if now:
-                    self.log("info", f"group {name}: {m.speaker} returned; relinking it with its delay")
+                    self.log(
+                        "info",
+                        f"group {name}: {m.speaker} returned; relinking it with its delay (its latency may have "
+                        f"changed: 'pwgroup calibrate {name} --method fast' checks it)",
+                    )
+                    self.returned[m.speaker] = time.time()
+                    self._write_status()
                 else:
                     self.log("info", f"group {name}: {m.speaker} went away; the others play on")
             self._present[(name, m.speaker)] = now

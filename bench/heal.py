@@ -99,6 +99,8 @@ def member_linked(graph: Any, speaker_node: str, element: str) -> bool:
 
 def heal(room: Room, cycles: int) -> dict[str, Any]:
     watch = Watch(room.env)
+    while watch.graph.node_by_name(f"pwgroup.{GROUP}") is None:  # caught up with the graph as it stands
+        time.sleep(0.01)
     times: list[float] = []
     port_waits: list[float] = []
     after_ports: list[float] = []

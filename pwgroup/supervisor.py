@@ -353,7 +353,7 @@ class BluetoothKeeper:
             task = self.tasks.pop(address, None)
             if task is not None:
                 task.cancel()
-            if address in self.policies:
+            if address in self.policies and self.states.get(address, {}).get("state") != "connected":
                 self.policies[address].succeeded()
                 self._tell(address, "connected")
         if not absent:
@@ -374,6 +374,9 @@ class BluetoothKeeper:
                 self.pending = True  # BlueZ may be restarting, its cache not yet filled
                 continue
             if not device.paired or policy.state == "gave-up":
+                continue
+            if device.connected:
+                self.pending = True  # BlueZ has it: its audio node should follow; nothing to call
                 continue
             from pwgroup.bluez.reconnect import reconnect
 

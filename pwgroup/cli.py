@@ -774,6 +774,29 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- drop-ins, doctor, completion
+
+
+def cmd_export_conf(args: argparse.Namespace) -> int:
+    from pwgroup.config import config_path
+    from pwgroup.export import export_group
+
+    name = check_group_name(args.name)
+    config = Path(args.config) if args.config else config_path()
+    output = Path(args.output).expanduser() if args.output else None
+    version, files, written = export_group(config, name, args.pipewire_version, args.rate, output)
+    shown = ".".join(map(str, version))
+    if output is None:
+        for rel, text in files.items():
+            print(f"#### {rel} (PipeWire {shown})")
+            print(text)
+        return EXIT_OK
+    for path in written:
+        print(f"wrote {path}")
+    print("restart to load them: systemctl --user restart wireplumber pipewire pipewire-pulse")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parsing
 
 
@@ -882,6 +905,14 @@ def build_parser() -> argparse.ArgumentParser:
     su.set_defaults(run=cmd_sim_up)
     sim.add_parser("down", help="stop the room and remove all it made").set_defaults(run=cmd_sim_down)
     sim.add_parser("env", help="print the environment that points clients at the room").set_defaults(run=cmd_sim_env)
+
+    ex = sub.add_parser("export-conf", help="render drop-ins that build a group with no daemon (PipeWire, WirePlumber)")
+    ex.add_argument("name")
+    ex.add_argument("--pipewire-version", metavar="V", help="render for this PipeWire (default: the installed one)")
+    ex.add_argument("--output", metavar="DIR", help="write under DIR (e.g. ~/.config) instead of printing")
+    ex.add_argument("--rate", type=int, default=48000, metavar="HZ", help="the graph's rate (default 48000)")
+    ex.add_argument("--config", metavar="FILE", help="the configuration file (default: pwgroup config path)")
+    ex.set_defaults(run=cmd_export_conf)
     return p
 
 

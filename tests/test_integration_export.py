@@ -1,0 +1,111 @@
+"""The 0.3.65 drop-in from `pwgroup export-conf`, installed into a real private PipeWire's pipewire.conf.d with no
+daemon: the group sink and its members come up with the server, and the delays land as configured, measured
+end to end on the room's truth channels."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_integration_delays import arrivals
+
+from pwgroup.sim.room import RATE, Room
+
+pytestmark = pytest.mark.integration
+
+DELAYS = (0.0, 37.5, 120.0)  # member 2 also gets a trim of +2 ms: 39.5 ms in all
+
+
+def _config(path: Path, room: Room) -> None:
+    a, b, c = (s.address for s in room.speakers[:3])
+    path.write_text(
+        'version = 1\n[groups.exp]\ndescription = "Exported"\n'
+        f'[[groups.exp.members]]\naddress = "{a}"\ndelay_ms = {DELAYS[0]}\n'
+        f'[[groups.exp.members]]\naddress = "{b}"\ndelay_ms = {DELAYS[1]}\ntrim_ms = 2.0\n'
+        f'[[groups.exp.members]]\naddress = "{c}"\ndelay_ms = {DELAYS[2]}\n'
+    )
+
+
+def _members_linked(room: Room, n: int):  # type: ignore[no-untyped-def]
+    def check(g) -> bool:  # type: ignore[no-untyped-def]
+        for spk in room.speakers[:n]:
+            out = g.node_by_name(f"pwgroup.exp.{spk.address.replace(':', '_')}.out")
+            node = g.node_by_name(spk.node_name)
+            if out is None or node is None or len(g.links_between(out.id, node.id)) < 2:
+                return False
+        return g.node_by_name("pwgroup.exp") is not None
+
+    return check
+
+
+def test_rendered_drop_in_delays_land_in_a_real_pipewire(room: Room, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    _config(config, room)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pwgroup",
+            "export-conf",
+            "exp",
+            "--config",
+            str(config),
+            "--pipewire-version",
+            "0.3.65",
+            "--output",
+            str(out),
+        ],
+        env=room.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    conf_d = room.root / "config" / "pipewire" / "pipewire.conf.d"
+    conf_d.mkdir(parents=True, exist_ok=True)
+    installed = conf_d / "pwgroup-exp.conf"
+    shutil.copy(out / "pipewire" / "pipewire.conf.d" / "pwgroup-exp.conf", installed)
+    try:
+        room.crash_server()  # PipeWire reads its drop-ins when it starts: a restart, as the user would do
+        room.wait_graph(_members_linked(room, 3), what="the exported group, linked by WirePlumber")
+        got = arrivals(room, "exp", 3)
+        want = [
+            round(ms * RATE / 1000) + s.latency_samples
+            for ms, s in zip((0.0, 39.5, 120.0), room.speakers, strict=False)
+        ]
+        assert got == want, (got, want)
+
+        # A speaker away: its element may be parked elsewhere by WirePlumber, but never on the group sink, even
+        # when that is the default sink (a feedback loop); back, it is relinked with its delay.
+        subprocess.run(
+            ["pw-metadata", "0", "default.configured.audio.sink", '{ "name": "pwgroup.exp" }', "Spa:String:JSON"],
+            env=room.env,
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+        first = room.speakers[0]
+        room.disconnect(first.address)
+        time.sleep(1.0)
+        g = room.dump()
+        element, sink = (
+            g.node_by_name(f"pwgroup.exp.{first.address.replace(':', '_')}.out"),
+            g.node_by_name("pwgroup.exp"),
+        )
+        assert element is not None and sink is not None
+        assert not g.links_between(element.id, sink.id)
+        room.connect(first.address)
+        room.wait_graph(_members_linked(room, 3), what="the member back")
+        assert arrivals(room, "exp", 3) == want
+    finally:
+        installed.unlink(missing_ok=True)
+        subprocess.run(
+            ["pw-metadata", "-d", "0", "default.configured.audio.sink"], env=room.env, capture_output=True, timeout=10
+        )
+        room.crash_server()  # the room as the other tests know it: no exported group
+        assert room.dump().node_by_name("pwgroup.exp") is None

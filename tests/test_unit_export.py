@@ -1,0 +1,121 @@
+"""The drop-ins `pwgroup export-conf` renders: which mechanism for which PipeWire, the delays and channel roles
+they carry, and no speaker name in any of them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pwgroup import export
+from pwgroup.config import GroupConfig, MemberConfig
+from pwgroup.graph import layout, spajson
+from pwgroup.model import UserError
+
+HOSTILE = 'Evil" } ] context.modules = [ { name = libpipewire-module-x } ] # \n'
+GROUP = GroupConfig(
+    "living",
+    HOSTILE,
+    (
+        MemberConfig("AA:BB:CC:00:00:01", 0.0),
+        MemberConfig("AA:BB:CC:00:00:02", 37.5, trim_ms=2.0, channels="left", volume=0.5),
+        MemberConfig("bluez_output.weird-node", 120.0, channels="mono"),
+    ),
+)
+
+
+def test_version_picks_the_mechanism() -> None:
+    old = export.render(GROUP, export.parse_version("0.3.65"))
+    new = export.render(GROUP, export.parse_version("0.3.71"))
+    assert "libpipewire-module-filter-chain" in old["pipewire/pipewire.conf.d/pwgroup-living.conf"]
+    assert "combine-stream" not in old["pipewire/pipewire.conf.d/pwgroup-living.conf"]
+    conf = new["pipewire/pipewire.conf.d/pwgroup-living.conf"]
+    assert "libpipewire-module-combine-stream" in conf
+    assert '"combine.latency-compensate" = true' in conf
+    assert '"api.bluez5.address" = "AA:BB:CC:00:00:02"' in conf
+    assert '"node.name" = "bluez_output.weird-node"' in conf  # a member that is not Bluetooth, by node name
+    assert set(old) == {
+        "pipewire/pipewire.conf.d/pwgroup-living.conf",
+        "wireplumber/bluetooth.lua.d/51-pwgroup-living.lua",
+    }
+    assert "pipewire/pwgroup-living-offsets.sh" in new
+    with pytest.raises(UserError):
+        export.render(GROUP, (0, 3, 48))
+    with pytest.raises(UserError):
+        export.parse_version("latest")
+
+
+def test_filter_chain_delays_are_the_members_totals() -> None:
+    conf = export.render_filter_chain(GROUP, 48000)
+    delays = [float(x) for x in re.findall(r'"Delay \(s\)" = ([0-9.e-]+)', conf)]
+    # Two channels per member; (N + 0.5) / rate, as the builtin delay truncates.
+    want = [layout.delay_control_value(ms, 48000) for ms in (0.0, 39.5, 120.0) for _ in (0, 1)]
+    assert delays == pytest.approx(want, abs=1e-12)
+    assert [int(d * 48000) for d in delays[::2]] == [0, 1896, 5760]
+    assert '"target.object" = "bluez_output.AA_BB_CC_00_00_02.1"' in conf
+    assert conf.count('"target.object" = "pwgroup.living"') == 3
+
+
+def test_channel_roles_and_volume_become_gains() -> None:
+    assert export._member_gains(1.0, "both") == (1.0, 0.0, 0.0, 1.0)
+    assert export._member_gains(0.5, "left") == (0.5, 0.0, 0.5, 0.0)
+    assert export._member_gains(1.0, "right") == (0.0, 1.0, 0.0, 1.0)
+    assert export._member_gains(1.0, "mono") == (0.5, 0.5, 0.5, 0.5)
+
+
+def test_offsets_make_combine_stream_add_the_configured_delays() -> None:
+    # combine-stream delays each stream by (largest reported latency) - (its own): with equal reports,
+    # an offset of (largest delay - member's delay) leaves each member delayed by its own delay.
+    offsets = export.latency_offsets_us(GROUP)
+    assert offsets == {"AA:BB:CC:00:00:01": 120000, "AA:BB:CC:00:00:02": 80500, "bluez_output.weird-node": 0}
+    script = export.render_offsets_script(GROUP)
+    assert "offset bluez_card.AA_BB_CC_00_00_02 80500" in script
+    proc = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_hostile_description_stays_one_quoted_string() -> None:
+    for version in ("0.3.65", "0.3.71"):
+        for path, text in export.render(GROUP, export.parse_version(version)).items():
+            if path.endswith(".conf"):
+                assert f'"node.description" = {spajson.quote(HOSTILE)}' in text
+                assert len(re.findall(r"^context\.modules", text, re.M)) == 1
+            assert "\n] # \n" not in text and HOSTILE not in text
+
+
+def test_wireplumber_rules_name_only_addresses() -> None:
+    lua = export.render_wireplumber_rules(GROUP)
+    assert lua.count("table.insert(bluez_monitor.rules") == 4  # card and node, for each Bluetooth member
+    assert '"bluez_card.AA_BB_CC_00_00_01"' in lua and '["device.profile"] = "a2dp-sink"' in lua
+    assert '["session.suspend-timeout-seconds"] = 0' in lua
+    assert "weird" not in lua and "Evil" not in lua
+    # Lua's long strings or escapes never needed: every token is a plain one.
+    with pytest.raises(ValueError):
+        export._lua_string('x" }')
+
+
+def test_cli_export_conf_writes_under_output(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'version = 1\n[groups.den]\ndescription = "Den"\n'
+        '[[groups.den.members]]\naddress = "AA:BB:CC:00:00:05"\ndelay_ms = 12.5\n'
+    )
+    run = [sys.executable, "-m", "pwgroup", "export-conf"]
+    proc = subprocess.run(
+        [*run, "den", "--config", str(config), "--pipewire-version", "0.3.65", "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    conf = (tmp_path / "out" / "pipewire" / "pipewire.conf.d" / "pwgroup-den.conf").read_text()
+    assert '"node.name" = "pwgroup.den"' in conf
+    assert (tmp_path / "out" / "wireplumber" / "bluetooth.lua.d" / "51-pwgroup-den.lua").exists()
+    proc = subprocess.run([*run, "nope", "--config", str(config)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no group named 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [*run, "den", "--config", str(config), "--pipewire-version", "x"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "0.3.65" in proc.stderr

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shlex
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from pwgroup.model import (
     UserError,
     check_group_name,
 )
+from pwgroup.text import safe_text
 
 if TYPE_CHECKING:  # Bluetooth stays a lazy import: commands that do not need it never load dbus-fast
     from pwgroup.bluez.props import Device
@@ -36,25 +36,6 @@ if TYPE_CHECKING:  # Bluetooth stays a lazy import: commands that do not need it
 MAX_DELAY_MS = 1900.0
 # pw-cli 0.3.65 copies its arguments into a 4 KiB stack buffer; the sink's properties must stay well inside.
 MAX_DESCRIPTION = 256
-
-_BIDI = {0x200E, 0x200F, 0x061C, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
-
-
-def safe_text(text: str, limit: int | None = None) -> str:
-    """Show a string from the air literally: control, escape and direction characters become visible escapes."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif code < 0x20 or 0x7F <= code < 0xA0 or code in _BIDI or 0xD800 <= code < 0xE000:
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    shown = "".join(out)
-    if limit is not None and len(shown) > limit:
-        shown = shown[: limit - 1] + "…"
-    return shown
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
@@ -268,42 +249,26 @@ async def _edit_group(name: str, edit) -> None:  # type: ignore[no-untyped-def]
     """Edit one group in the configuration (the desired state), save it, and make the graph match: through the
     daemon when one runs, else here. A group only the graph knows (made before the config) is adopted."""
     from pwgroup.config import ConfigFile
+    from pwgroup.edits import edit_group
 
     cfg = ConfigFile.open()
     be = await _backend()
     try:
-        current = cfg.group(name) or _adopt(be.graph, name)
-        desired = edit(be.graph, current)
-        if desired is None:
-            cfg.remove_group(name)
-        else:
-            cfg.set_group(desired)
-        cfg.save()
-        await _apply(be, desired.spec() if desired else None, name)
+        await edit_group(be, cfg, name, edit)
     finally:
         await be.close()
 
 
 def _adopt(graph: Any, name: str) -> Any:
-    from pwgroup.config import GroupConfig, MemberConfig
-    from pwgroup.supervisor import desired_from_graph
+    from pwgroup.edits import adopt
 
-    found = desired_from_graph(graph, name)
-    if found is None:
-        return None
-    return GroupConfig(found.name, found.description, tuple(MemberConfig(m.speaker, m.delay_ms) for m in found.members))
+    return adopt(graph, name)
 
 
 async def _apply(be: Any, desired: GroupSpec | None, name: str, at_once: bool = False) -> None:
-    """Make group `name` in the graph match `desired`: the daemon does it when it runs (we wait for it)."""
-    from pwgroup.supervisor import converge, daemon_pid, wait_applied
+    from pwgroup.edits import apply
 
-    pid = daemon_pid(be.env)
-    if pid is None:
-        await converge(be, desired, name, at_once=at_once)
-        return
-    os.kill(pid, signal.SIGHUP)
-    await wait_applied(be, desired, name)
+    await apply(be, desired, name, at_once=at_once)
 
 
 async def cmd_group_create(args: argparse.Namespace) -> int:

@@ -762,6 +762,12 @@ def cmd_export_conf(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    from pwgroup.doctor import examine, report
+
+    return report(await examine(os.environ), as_json=args.json)
+
+
 # ---------------------------------------------------------------- parsing
 
 
@@ -878,6 +884,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--rate", type=int, default=48000, metavar="HZ", help="the graph's rate (default 48000)")
     ex.add_argument("--config", metavar="FILE", help="the configuration file (default: pwgroup config path)")
     ex.set_defaults(run=cmd_export_conf)
+    dr = sub.add_parser("doctor", help="check PipeWire, WirePlumber, BlueZ and the config: each problem with its fix")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(run=cmd_doctor)
     return p
 
 

@@ -768,6 +768,13 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
     return report(await examine(os.environ), as_json=args.json)
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from pwgroup.completion import script
+
+    print(script(build_parser(), args.shell), end="")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parsing
 
 
@@ -887,6 +894,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check PipeWire, WirePlumber, BlueZ and the config: each problem with its fix")
     dr.add_argument("--json", action="store_true")
     dr.set_defaults(run=cmd_doctor)
+    co = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    co.add_argument("shell", choices=("bash", "zsh"))
+    co.set_defaults(run=cmd_completion)
     return p
 
 

@@ -525,9 +525,9 @@ class Supervisor:
     async def _pass(self, backend: Backend) -> None:
         self.passes += 1
         graph = await backend.refresh()
-        wanted = {name: g.spec() for name, g in self.config.groups.items()}
+        wanted: dict[str, GroupSpec | None] = {name: g.spec() for name, g in self.config.groups.items()}
         for name in sorted(self._removed):
-            wanted[name] = None  # type: ignore[assignment]
+            wanted[name] = None  # taken out of the config while we ran: torn down
         for name, desired in wanted.items():
             if held(self.env, name):
                 continue

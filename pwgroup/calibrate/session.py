@@ -293,8 +293,8 @@ async def _pass_fast(
     await be.refresh()
     graph = be.graph
     state = {m.speaker: m for m in layout.observe_group(graph, group).members}
-    elements = [state[k].in_node for k in members]
-    if any(e is None for e in elements):
+    elements = [n for k in members if (n := state[k].in_node) is not None]
+    if len(elements) != len(members):
         raise UserError(f"a member of group {group!r} lost its delay element: run 'pwgroup status' and retry")
     delays_s = [float(state[k].delay_ms or 0.0) / 1000 for k in members]
     mic_port = _capture_port(graph, mic)
@@ -307,7 +307,7 @@ async def _pass_fast(
     feeder = Feeder(be.env, len(members))
     try:
         ports = await asyncio.to_thread(feeder.start)
-        pairs = [(ports[i], q.id) for i, e in enumerate(elements) for q in graph.ports_of(e.id, "in")]  # type: ignore[union-attr]
+        pairs = [(ports[i], q.id) for i, e in enumerate(elements) for q in graph.ports_of(e.id, "in")]
         await asyncio.gather(*(be.link(a, b) for a, b in pairs))
         recording = await asyncio.to_thread(_record_feed, be.env, [mic_port, *ports], feeder, probes)
     finally:

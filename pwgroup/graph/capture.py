@@ -202,6 +202,29 @@ class Player:
         self._dir.cleanup()
 
 
+def stdin_playback_argv(channels: int, channel_map: str, block: int, props: Mapping[str, object]) -> list[str]:
+    """pw-cat playing raw float samples from its stdin, unlinked (whoever starts it links it)."""
+    return [
+        tool("pw-cat"),
+        "--playback",
+        "--target",
+        "0",
+        "--rate",
+        str(RATE),
+        "--channels",
+        str(channels),
+        "--channel-map",
+        channel_map,
+        "--format",
+        "f32",
+        "--latency",
+        str(block),
+        "-P",
+        spajson.dumps(dict(props)),
+        "-",
+    ]
+
+
 class Feeder:
     """A multichannel signal streamed from Python into ports the caller links (channel i: AUX{i}).
 
@@ -228,25 +251,7 @@ class Feeder:
         # The reconciler leaves links from a probe into member elements alone while it measures.
         props = {"node.name": self.name, "node.autoconnect": False, "media.role": "Test", "pwgroup.role": "probe"}
         self._proc = subprocess.Popen(
-            [
-                tool("pw-cat"),
-                "--playback",
-                "--target",
-                "0",
-                "--rate",
-                str(RATE),
-                "--channels",
-                str(self.channels),
-                "--channel-map",
-                channel_map,
-                "--format",
-                "f32",
-                "--latency",
-                str(self.BLOCK),
-                "-P",
-                spajson.dumps(props),
-                "-",
-            ],
+            stdin_playback_argv(self.channels, channel_map, self.BLOCK, props),
             env=self.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,

@@ -12,8 +12,7 @@ import sys
 
 import numpy as np
 
-from pwgroup.graph import spajson
-from pwgroup.graph.proc import tool
+from pwgroup.graph.capture import stdin_playback_argv
 
 RATE = 48000
 BLOCK = 2400  # 50 ms
@@ -24,25 +23,7 @@ def main(argv: list[str]) -> int:
     rms = 10 ** (level_db / 20)
     props = {"node.name": name, "node.autoconnect": False, "media.role": "Test"}
     proc = subprocess.Popen(
-        [
-            tool("pw-cat"),
-            "--playback",
-            "--target",
-            "0",
-            "--rate",
-            str(RATE),
-            "--channels",
-            "1",
-            "--channel-map",
-            "MONO",
-            "--format",
-            "f32",
-            "--latency",
-            str(BLOCK),
-            "-P",
-            spajson.dumps(props),
-            "-",
-        ],
+        stdin_playback_argv(1, "MONO", BLOCK, props),
         stdin=subprocess.PIPE,
     )
 

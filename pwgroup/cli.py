@@ -779,7 +779,10 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pwgroup", description="Play several Bluetooth speakers as one, in sync.")
+    p = argparse.ArgumentParser(
+        prog="pwgroup",
+        description="Play several Bluetooth speakers as one, in sync. With no command, in a terminal: the dashboard.",
+    )
     p.add_argument("--version", action="version", version=f"pwgroup {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -906,6 +909,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run = getattr(args, "run", None)
+    if run is None and args.command is None and sys.stdin.isatty() and sys.stdout.isatty():
+        from pwgroup.tui.app import run as dashboard
+
+        run = lambda _args: dashboard()  # noqa: E731
     if run is None:
         parser.print_help()
         return EXIT_USER

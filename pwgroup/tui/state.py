@@ -1,0 +1,465 @@
+"""The dashboard's data layer, without Textual: what the screen shows (a Snapshot built by a pure function from the
+observed graph, the config and BlueZ's devices), the live source that watches the sound server and reports each
+change, and the edits the dashboard makes through the same paths as the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pwgroup.bluez.view import SpeakerView, join
+from pwgroup.config import MAX_DELAY_MS, Config, ConfigError, ConfigFile, GroupConfig, MemberConfig, config_path
+from pwgroup.config import load as load_config
+from pwgroup.graph import Backend, layout
+from pwgroup.model import Graph, PwgroupError, UserError, check_group_name, speakers_in
+
+# How often the view is rebuilt with no graph change (the config, the daemon and BlueZ change on their own).
+POLL_S = 2.0
+RETRY_S = 1.0  # between attempts to reach a lost sound server
+
+
+@dataclass(frozen=True)
+class SpeakerRow:
+    key: str  # what a group member is called: the address, else the node name
+    name: str  # from the air: hostile text, shown literally
+    address: str | None
+    connection: str
+    present: bool  # its audio node is in the graph
+    codec: str | None
+    reported_ms: float | None  # MediaTransport1.Delay, as BlueZ reports it
+    battery: int | None
+    groups: tuple[str, ...] = ()
+    delay_ms: float | None = None  # the applied delay of its member element (first group)
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    group: str
+    speaker: str
+    name: str
+    state: str  # playing | absent | unlinked | not built
+    present: bool
+    linked: bool
+    delay_ms: float | None  # applied in the graph
+    trim_ms: float | None  # from the config (None: not in the config)
+    wanted_ms: float | None  # the config's total (calibrated plus trim)
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    name: str
+    description: str
+    built: bool
+    in_config: bool
+    members: tuple[MemberRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    backend: str
+    daemon: int | None
+    speakers: tuple[SpeakerRow, ...] = ()
+    groups: tuple[GroupRow, ...] = ()
+    bluetooth: str | None = None  # why BlueZ's half is missing, or None
+    config_error: str | None = None
+
+    def group(self, name: str) -> GroupRow | None:
+        return next((g for g in self.groups if g.name == name), None)
+
+    def member(self, group: str, speaker: str) -> MemberRow | None:
+        g = self.group(group)
+        return next((m for m in g.members if m.speaker == speaker), None) if g else None
+
+
+def build_snapshot(
+    graph: Graph,
+    config: Config,
+    views: Sequence[SpeakerView],
+    backend: str,
+    daemon: int | None = None,
+    bluetooth: str | None = None,
+    config_error: str | None = None,
+) -> Snapshot:
+    """What the dashboard shows, from what was observed and what is wanted. Pure."""
+    names: dict[str, str] = {}
+    for v in views:
+        for key in (v.address, v.node):
+            if key:
+                names.setdefault(key, v.name)
+    groups: list[GroupRow] = []
+    for name in sorted(set(layout.group_names(graph)) | set(config.groups)):
+        state = layout.observe_group(graph, name)
+        wanted = config.groups.get(name)
+        rows: list[MemberRow] = []
+        keys = [m.speaker for m in state.members]
+        keys += [m.speaker for m in wanted.members if m.speaker not in keys] if wanted else []
+        for key in keys:
+            m = state.member(key)
+            cm = wanted.member(key) if wanted else None
+            present = (m is not None and m.present) or layout.find_speaker(graph, key) is not None
+            linked = m is not None and m.linked
+            if m is None or state.sink is None:
+                text = "not built"
+            else:
+                text = "playing" if linked else ("unlinked" if present else "absent")
+            rows.append(
+                MemberRow(
+                    group=name,
+                    speaker=key,
+                    name=names.get(key, key),
+                    state=text,
+                    present=present,
+                    linked=linked,
+                    delay_ms=m.delay_ms if m else None,
+                    trim_ms=cm.trim_ms if cm else None,
+                    wanted_ms=cm.total_delay_ms if cm else None,
+                )
+            )
+        description = state.sink.description if state.sink else (wanted.description if wanted else name)
+        groups.append(GroupRow(name, description, state.sink is not None, wanted is not None, tuple(rows)))
+    speakers: list[SpeakerRow] = []
+    for v in views:
+        key = v.address or v.node or v.name
+        member_of = [(g.name, m) for g in groups for m in g.members if m.speaker in (v.address, v.node)]
+        speakers.append(
+            SpeakerRow(
+                key=key,
+                name=v.name,
+                address=v.address,
+                connection=v.connection,
+                present=v.node is not None,
+                codec=v.codec,
+                reported_ms=v.delay_ms,
+                battery=v.battery,
+                groups=tuple(g for g, _ in member_of),
+                delay_ms=next((m.delay_ms for _, m in member_of if m.delay_ms is not None), None),
+            )
+        )
+    return Snapshot(backend, daemon, tuple(speakers), tuple(groups), bluetooth, config_error)
+
+
+def events_between(old: Snapshot | None, new: Snapshot) -> list[tuple[str, str]]:
+    """(level, text) lines for what changed that a person wants to hear about: members going and returning,
+    speakers appearing and leaving, groups built and gone. Pure."""
+    if old is None:
+        return []
+    out: list[tuple[str, str]] = []
+    before = {s.key: s for s in old.speakers}
+    after = {s.key: s for s in new.speakers}
+    for key in sorted(after.keys() - before.keys()):
+        out.append(("info", f"speaker {after[key].name} appeared"))
+    for key in sorted(before.keys() - after.keys()):
+        out.append(("info", f"speaker {before[key].name} is gone"))
+    for g in new.groups:
+        was = old.group(g.name)
+        if was is None:
+            out.append(("info", f"group {g.name} " + ("built" if g.built else "configured")))
+            continue
+        if g.built != was.built:
+            out.append(("info" if g.built else "warning", f"group {g.name} " + ("built" if g.built else "sink gone")))
+        for m in g.members:
+            prev = next((p for p in was.members if p.speaker == m.speaker), None)
+            if not prev or prev.present == m.present:
+                continue
+            if m.present:
+                out.append(("info", f"group {g.name}: {m.name} returned"))
+            else:
+                out.append(("warning", f"group {g.name}: {m.name} went away; the others play on"))
+    for g in old.groups:
+        if new.group(g.name) is None:
+            out.append(("info", f"group {g.name} deleted"))
+    return out
+
+
+# ---------------------------------------------------------------- what the dashboard listens to
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True)
+class ServerLost:
+    reason: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    level: str  # info | warning | error
+    text: str
+
+
+Update = StateUpdate | ServerLost | LogLine
+Publish = Callable[[Update], None]
+
+
+class Source(Protocol):
+    """Where the dashboard's data comes from and where its edits go: the live room, or fixed data in tests."""
+
+    async def run(self, publish: Publish) -> None: ...
+
+    async def create_group(self, name: str, speakers: Sequence[str]) -> None: ...
+
+    async def delete_group(self, name: str) -> None: ...
+
+    async def trim(self, group: str, speaker: str, delta_ms: float) -> float | None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass
+class FixedSource:
+    """Shows one snapshot and refuses edits: for snapshot tests and screenshots."""
+
+    snapshot: Snapshot
+    lines: Sequence[LogLine] = ()
+    lost: str | None = None
+    edits: list[tuple[Any, ...]] = field(default_factory=list)
+
+    async def run(self, publish: Publish) -> None:
+        publish(StateUpdate(self.snapshot))
+        for line in self.lines:
+            publish(line)
+        if self.lost:
+            publish(ServerLost(self.lost))
+
+    async def create_group(self, name: str, speakers: Sequence[str]) -> None:
+        self.edits.append(("create", name, tuple(speakers)))
+
+    async def delete_group(self, name: str) -> None:
+        self.edits.append(("delete", name))
+
+    async def trim(self, group: str, speaker: str, delta_ms: float) -> float | None:
+        self.edits.append(("trim", group, speaker, delta_ms))
+        return None
+
+    async def close(self) -> None:
+        pass
+
+
+OpenBackend = Callable[[Mapping[str, str]], Any]
+
+
+async def _open_backend(env: Mapping[str, str]) -> Backend:
+    from pwgroup.graph.select import open_backend
+
+    be, _ = await open_backend(env)
+    return be
+
+
+class LiveSource:
+    """The sound server watched through one backend: a snapshot after every batch of graph changes (and every
+    POLL_S for the config, the daemon and BlueZ); a lost server is reported and reached again by itself.
+    Edits change config.toml and converge, or let the running daemon apply them, like the CLI."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        bluetooth: bool = True,
+        open_backend: OpenBackend = _open_backend,
+        poll_s: float = POLL_S,
+        retry_s: float = RETRY_S,
+    ) -> None:
+        self.env = dict(env)
+        self.bluetooth = bluetooth
+        self._open_backend = open_backend
+        self.poll_s = poll_s
+        self.retry_s = retry_s
+        self.backend: Backend | None = None
+        self._bt: Any = None
+        self._bt_reason: str | None = "Bluetooth not asked" if not bluetooth else None
+        self._bt_next = 0.0
+        self._edit_lock = asyncio.Lock()
+        self._pending: dict[tuple[str, str], float] = {}
+        self._kick = asyncio.Event()
+        self._closed = False
+        self._closing: tuple[Backend, asyncio.Future[None]] | None = None
+
+    # ------------------------------------------------------------ observing
+    async def run(self, publish: Publish) -> None:
+        lost: str | None = None
+        try:
+            while not self._closed:
+                try:
+                    be = await self._open_backend(self.env)
+                except PwgroupError as err:
+                    if lost != err.message:
+                        publish(ServerLost(err.message))
+                        lost = err.message
+                    await asyncio.sleep(self.retry_s)
+                    continue
+                self.backend = be
+                if lost is not None:
+                    publish(LogLine("info", f"sound server back ({be.name})"))
+                    lost = None
+                try:
+                    await self._watch(be, publish)
+                finally:
+                    await self._drop(be)
+                if self._closed:
+                    return
+                lost = "the sound server went away: reconnecting"
+                publish(ServerLost(lost))
+        finally:
+            if self._bt is not None:
+                self._bt.close()
+                self._bt = None
+
+    async def close(self) -> None:
+        """Stop watching, and end the watcher process before the event loop goes (a cancelled worker's own
+        cleanup is not waited for when an app exits)."""
+        self._closed = True
+        self._kick.set()
+        if self.backend is not None:
+            await self._drop(self.backend)
+        if self._bt is not None:
+            self._bt.close()
+            self._bt = None
+
+    async def _drop(self, be: Backend) -> None:
+        """Close `be` once, whoever asks first; the others wait for the same close."""
+        if self._closing is None or self._closing[0] is not be:
+            self._closing = (be, asyncio.ensure_future(be.close()))
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._closing[1])
+        finally:
+            if self.backend is be:
+                self.backend = None
+
+    async def _watch(self, be: Backend, publish: Publish) -> None:
+        while be.alive and not self._closed:
+            serial = be.serial
+            await self._bluetooth()
+            publish(StateUpdate(self.snapshot(be)))
+            self._kick.clear()
+            changed = asyncio.ensure_future(be.wait_changed(self.poll_s, since=serial))
+            kicked = asyncio.ensure_future(self._kick.wait())
+            try:
+                await asyncio.wait({changed, kicked}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+                kicked.cancel()
+            # A speaker arriving is a burst of node, port and link events: show it once, whole.
+            await asyncio.sleep(0.03)
+
+    def snapshot(self, be: Backend) -> Snapshot:
+        from pwgroup.model import speakers_in as _speakers
+        from pwgroup.supervisor import daemon_pid
+
+        config_error = None
+        try:
+            config = load_config(config_path(self.env))
+        except ConfigError as err:
+            config, config_error = Config(), err.message
+        devices = self._bt.devices() if self._bt is not None else None
+        views = join(_speakers(be.graph), devices)
+        return build_snapshot(
+            be.graph, config, views, be.name, daemon_pid(self.env), self._bt_reason, config_error=config_error
+        )
+
+    async def _bluetooth(self) -> None:
+        """Keep a BlueZ client when a system bus answers; ask again now and then when it does not."""
+        if not self.bluetooth:
+            return
+        if self._bt is not None and getattr(self._bt.bus, "connected", False):
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._bt_next:
+            return
+        self._bt_next = loop.time() + 30.0
+        from pwgroup.bluez.client import BluezClient
+        from pwgroup.bluez.errors import BluetoothError
+
+        try:
+            self._bt = await BluezClient.open(require_bluez=False)
+            self._bt_reason = None
+        except BluetoothError as err:
+            self._bt, self._bt_reason = None, err.message
+
+    def refresh_now(self) -> None:
+        self._kick.set()
+
+    # ------------------------------------------------------------ edits (as the CLI makes them)
+    def _need_backend(self) -> Backend:
+        if self.backend is None or not self.backend.alive:
+            raise PwgroupError("the sound server is not reachable: the change was not made")
+        return self.backend
+
+    async def _edit(self, name: str, edit: Callable[[Graph, GroupConfig | None], GroupConfig | None]) -> Any:
+        from pwgroup.edits import edit_group
+
+        async with self._edit_lock:
+            be = self._need_backend()
+            cfg = ConfigFile.open(config_path(self.env))
+            try:
+                return await edit_group(be, cfg, name, edit)
+            finally:
+                self.refresh_now()
+
+    async def create_group(self, name: str, speakers: Sequence[str]) -> None:
+        check_group_name(name)
+        if not speakers:
+            raise UserError("select speakers first (space marks one)")
+
+        def edit(graph: Graph, current: GroupConfig | None) -> GroupConfig:
+            if current is not None:
+                raise UserError(f"group {name!r} already exists: pick another name")
+            known = {s.key for s in speakers_in(graph)}
+            gone = [k for k in speakers if k not in known]
+            if gone:
+                raise UserError(f"speaker {gone[0]} is not here now: a group is made from present speakers")
+            return GroupConfig(name, f"{name} (pwgroup)", tuple(MemberConfig(k) for k in dict.fromkeys(speakers)))
+
+        await self._edit(name, edit)
+
+    async def delete_group(self, name: str) -> None:
+        def edit(graph: Graph, current: GroupConfig | None) -> None:
+            if current is None:
+                raise UserError(f"no group named {name!r}")
+            return None
+
+        await self._edit(name, edit)
+
+    async def trim(self, group: str, speaker: str, delta_ms: float) -> float | None:
+        """Add `delta_ms` to a member's trim. Presses that arrive while an edit runs fold into the next one, so
+        holding a key never queues more edits than the graph can take. Returns the new trim, or None when this
+        press was folded into another's edit."""
+        from pwgroup.config import with_member_values
+
+        key = (group, speaker)
+        self._pending[key] = self._pending.get(key, 0.0) + delta_ms
+        new: float | None = None
+
+        def edit(graph: Graph, current: GroupConfig | None) -> GroupConfig:
+            nonlocal new
+            if current is None:
+                raise UserError(f"no group named {group!r}")
+            member = current.member(speaker)
+            if member is None:
+                raise UserError(f"{speaker} is not a member of group {group!r}")
+            new = round(min(MAX_DELAY_MS, max(-MAX_DELAY_MS, member.trim_ms + self._pending.pop(key, 0.0))), 3)
+            return with_member_values(current, speaker, trim_ms=new)
+
+        async with self._edit_lock:
+            if key not in self._pending:
+                return None
+            be = self._need_backend()
+            cfg = ConfigFile.open(config_path(self.env))
+            try:
+                from pwgroup.edits import edit_group
+
+                await edit_group(be, cfg, group, edit)
+            finally:
+                self._pending.pop(key, None)
+                self.refresh_now()
+        return new
+
+
+def now_text() -> str:
+    return dt.datetime.now().strftime("%H:%M:%S")

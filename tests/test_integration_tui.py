@@ -1,0 +1,167 @@
+"""The dashboard driven by Textual's Pilot against the virtual room: what it lists, the edits it makes (read back
+from the graph and heard on the room's truth channels), and a speaker pulled and returned."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from pwgroup.graph import layout
+from pwgroup.sim.measure import lag
+from pwgroup.sim.room import RATE
+from pwgroup.tui.app import PwgroupApp
+from pwgroup.tui.screens.dashboard import DashboardScreen
+from pwgroup.tui.state import LiveSource
+from pwgroup.tui.widgets.events import EventLog
+from pwgroup.tui.widgets.groups import GroupsTable, row_key
+from pwgroup.tui.widgets.speakers import SpeakersTable
+
+pytestmark = pytest.mark.integration
+
+GROUP = "tui-test"
+
+
+def app_for(room) -> PwgroupApp:  # type: ignore[no-untyped-def]
+    # In-process, BlueZ would be asked on this machine's system bus, not the room's: PipeWire's view only.
+    return PwgroupApp(LiveSource(room.env, bluetooth=False))
+
+
+async def until(pilot, check: Callable[[], object], what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def dash(app: PwgroupApp) -> DashboardScreen:
+    screen = app.screen
+    assert isinstance(screen, DashboardScreen)
+    return screen
+
+
+def cell(table, key: str, column: int) -> str:  # type: ignore[no-untyped-def]
+    return str(table.get_row(key)[column])
+
+
+def member_shown(app: PwgroupApp, group: str, speaker: str) -> tuple[str, str] | None:
+    """(state, delay) as the groups panel shows them, or None when the row is not there."""
+    table = dash(app).query_one(GroupsTable)
+    key = row_key(group, speaker)
+    if key not in table.rows:
+        return None
+    return cell(table, key, 1), cell(table, key, 2)
+
+
+def log_text(app: PwgroupApp) -> str:
+    return "\n".join(dash(app).query_one(EventLog).lines_text)
+
+
+def noise(seconds: float) -> np.ndarray:
+    x = np.random.default_rng(1).standard_normal(int(RATE * seconds)) * 0.1
+    return np.stack([x, x], axis=1)
+
+
+def lags(room, group: str, n: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """Each speaker's emission behind the group sink's monitor, in samples."""
+    sig = np.zeros(RATE)
+    sig[RATE // 4 : RATE // 4 + 4800] = np.random.default_rng(0).standard_normal(4800) * 0.3
+    with room.truth(group, n) as rec:
+        time.sleep(0.2)
+        room.play(group, np.stack([sig, sig], axis=1)).start().wait()
+        time.sleep(0.5)
+        y = rec.stop()
+    return [lag(y[:, 0], y[:, ch]) for ch in range(1, n + 1)]
+
+
+def test_dashboard_lists_the_rooms_speakers(room) -> None:  # type: ignore[no-untyped-def]
+    asyncio.run(_lists(room))
+
+
+async def _lists(room) -> None:  # type: ignore[no-untyped-def]
+    app = app_for(room)
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = dash(app).query_one(SpeakersTable)
+        await until(pilot, lambda: len(table.rows_shown) >= len(room.speakers), "the speakers")
+        for spk in room.speakers:
+            assert spk.address in table.rows
+            assert cell(table, spk.address, 2) == spk.address
+            assert cell(table, spk.address, 3) == "audio present"  # BlueZ not asked: the node is the witness
+        assert "pipewire" in app.screen.sub_title
+
+
+def test_create_trim_while_playing_and_delete(room, cli) -> None:  # type: ignore[no-untyped-def]
+    try:
+        asyncio.run(_create_trim_delete(room))
+    finally:
+        cli("group", "delete", GROUP)
+
+
+async def _create_trim_delete(room) -> None:  # type: ignore[no-untyped-def]
+    first, second = room.speakers[0].address, room.speakers[1].address
+    app = app_for(room)
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = dash(app).query_one(SpeakersTable)
+        await until(pilot, lambda: first in table.rows_shown, "the speakers")
+        table.move_cursor(row=table.get_row_index(first))
+        await pilot.press("space")  # marks it and moves down to the next
+        table.move_cursor(row=table.get_row_index(second))
+        await pilot.press("space", "n")
+        await pilot.press(*GROUP, "enter")
+        await until(
+            pilot,
+            lambda: all((member_shown(app, GROUP, k) or ("",))[0] == "playing" for k in (first, second)),
+            "the new group playing",
+            timeout=30,
+        )
+        state = layout.observe_group(room.dump(), GROUP)
+        assert state.sink is not None
+        assert {m.speaker for m in state.members if m.linked} == {first, second}
+        await until(pilot, lambda: f"group {GROUP} created" in log_text(app), "the edit's outcome logged")
+
+        # Trim the first member while audio plays through the group: +1 three times, +10 once, -1 once.
+        player = room.play(GROUP, noise(8.0)).start()
+        groups = dash(app).query_one(GroupsTable)
+        groups.focus()
+        groups.move_cursor(row=groups.get_row_index(row_key(GROUP, first)))
+        await pilot.press("plus", "plus", "plus", "shift+right", "minus")
+        await until(pilot, lambda: member_shown(app, GROUP, first) == ("playing", "12.0 ms"), "12 ms shown")
+        applied = layout.observe_group(room.dump(), GROUP).member(first)
+        assert applied is not None and applied.linked
+        assert applied.delay_ms == pytest.approx(12.0, abs=1000 / RATE)
+        player.wait()
+        # Heard: the first speaker now arrives 12 ms later than its hidden latency, the second unchanged.
+        hidden = [room.hidden_latency_samples(k) for k in (first, second)]
+        assert lags(room, GROUP, 2) == [hidden[0] + round(0.012 * RATE), hidden[1]]
+
+        await pilot.press("d", "y")
+        await until(pilot, lambda: dash(app).snapshot and dash(app).snapshot.group(GROUP) is None, "deletion")
+        assert layout.observe_group(room.dump(), GROUP).sink is None
+        await until(pilot, lambda: f"group {GROUP} deleted" in log_text(app), "the deletion logged")
+        await pilot.press("q")
+
+
+def test_pulled_speaker_shows_absent_then_returns(room, group: str) -> None:  # type: ignore[no-untyped-def]
+    asyncio.run(_pulled(room, group))
+
+
+async def _pulled(room, group: str) -> None:  # type: ignore[no-untyped-def]
+    pulled = room.speakers[1].address
+    app = app_for(room)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: (member_shown(app, group, pulled) or ("",))[0] == "playing", "the member")
+        room.disconnect(pulled)
+        try:
+            await until(pilot, lambda: (member_shown(app, group, pulled) or ("",))[0] == "absent", "absent")
+            assert "went away" in log_text(app)
+            speakers = dash(app).query_one(SpeakersTable)
+            assert pulled not in speakers.rows_shown or not speakers.rows_shown[pulled].present
+        finally:
+            room.connect(pulled)
+        # Without a daemon nothing relinks it; the dashboard shows it present again, and the log says so.
+        await until(pilot, lambda: (member_shown(app, group, pulled) or ("",))[0] in ("playing", "unlinked"), "back")
+        assert "returned" in log_text(app)

@@ -83,8 +83,10 @@ def build_snapshot(
     daemon: int | None = None,
     bluetooth: str | None = None,
     config_error: str | None = None,
+    known_names: Mapping[str, str] | None = None,
 ) -> Snapshot:
-    """What the dashboard shows, from what was observed and what is wanted. Pure."""
+    """What the dashboard shows, from what was observed and what is wanted; `known_names` names speakers that
+    are away now (a member's name when it was last seen). Pure."""
     names: dict[str, str] = {}
     for v in views:
         for key in (v.address, v.node):
@@ -110,7 +112,7 @@ def build_snapshot(
                 MemberRow(
                     group=name,
                     speaker=key,
-                    name=names.get(key, key),
+                    name=names.get(key) or (known_names or {}).get(key, key),
                     state=text,
                     present=present,
                     linked=linked,
@@ -165,10 +167,11 @@ def events_between(old: Snapshot | None, new: Snapshot) -> list[tuple[str, str]]
             prev = next((p for p in was.members if p.speaker == m.speaker), None)
             if not prev or prev.present == m.present:
                 continue
+            name = m.name if m.name != m.speaker else prev.name
             if m.present:
-                out.append(("info", f"group {g.name}: {m.name} returned"))
+                out.append(("info", f"group {g.name}: {name} returned"))
             else:
-                out.append(("warning", f"group {g.name}: {m.name} went away; the others play on"))
+                out.append(("warning", f"group {g.name}: {name} went away; the others play on"))
     for g in old.groups:
         if new.group(g.name) is None:
             out.append(("info", f"group {g.name} deleted"))
@@ -278,6 +281,7 @@ class LiveSource:
         self._pending: dict[tuple[str, str], float] = {}
         self._kick = asyncio.Event()
         self._closed = False
+        self._names: dict[str, str] = {}  # speakers' names as last seen, for members that are away
         self._closing: tuple[Backend, asyncio.Future[None]] | None = None
 
     # ------------------------------------------------------------ observing
@@ -359,8 +363,19 @@ class LiveSource:
             config, config_error = Config(), err.message
         devices = self._bt.devices() if self._bt is not None else None
         views = join(_speakers(be.graph), devices)
+        for v in views:
+            for key in (v.address, v.node):
+                if key and v.name:
+                    self._names[key] = v.name
         return build_snapshot(
-            be.graph, config, views, be.name, daemon_pid(self.env), self._bt_reason, config_error=config_error
+            be.graph,
+            config,
+            views,
+            be.name,
+            daemon_pid(self.env),
+            self._bt_reason,
+            config_error=config_error,
+            known_names=self._names,
         )
 
     async def _bluetooth(self) -> None:

@@ -1,0 +1,152 @@
+"""The dashboard's data layer without Textual or a server: the snapshot built from a graph and a config, the
+events between two snapshots, and the live source losing its server and finding it again."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pwgroup.bluez.view import join
+from pwgroup.config import Config, GroupConfig, MemberConfig
+from pwgroup.graph import layout
+from pwgroup.model import Graph, Node, ServerUnreachable, speakers_in
+from pwgroup.tui.state import LiveSource, LogLine, ServerLost, StateUpdate, build_snapshot, events_between
+
+A, B, C = "AA:BB:CC:00:00:01", "AA:BB:CC:00:00:02", "AA:BB:CC:00:00:03"
+
+
+def speaker(node_id: int, address: str, description: str) -> Node:
+    return Node(
+        node_id,
+        f"bluez_output.{address.replace(':', '_')}.1",
+        "Audio/Sink",
+        {"device.api": "bluez5", "api.bluez5.address": address, "node.description": description},
+    )
+
+
+def member_in(node_id: int, group: str, key: str, delay_s: float) -> Node:
+    props = {layout.PROP_GROUP: group, layout.PROP_ROLE: layout.ROLE_IN, layout.PROP_MEMBER: key}
+    controls = {layout.LINE_A: delay_s, layout.LINE_B: 0.0, layout.GAIN_A: 1.0, layout.GAIN_B: 0.0}
+    return Node(node_id, layout.member_node_name(group, key, "in"), "Stream/Input/Audio", props, controls)
+
+
+def room_graph(with_b: bool = True) -> Graph:
+    g = Graph()
+    g.nodes[1] = speaker(1, A, "[bold]Kitchen[/bold]\x1b[2J")
+    if with_b:
+        g.nodes[2] = speaker(2, B, "Bath")
+    g.nodes[10] = Node(
+        10, "pwgroup.home", "Audio/Sink", {layout.PROP_GROUP: "home", layout.PROP_ROLE: layout.ROLE_SINK}
+    )
+    g.nodes[11] = member_in(11, "home", A, (480 + 0.5) / 48000)
+    g.nodes[12] = member_in(12, "home", B, 0.5 / 48000)
+    return g
+
+
+def config() -> Config:
+    members = (MemberConfig(A, 10.0, trim_ms=-2.0), MemberConfig(B), MemberConfig(C))
+    return Config(groups={"home": GroupConfig("home", "Home", members), "spare": GroupConfig("spare", "Spare")})
+
+
+def snap(with_b: bool = True):  # type: ignore[no-untyped-def]
+    g = room_graph(with_b)
+    return build_snapshot(g, config(), join(speakers_in(g), None), "pipewire")
+
+
+def test_snapshot_joins_speakers_groups_and_config() -> None:
+    s = snap()
+    assert [r.key for r in s.speakers] == [A, B]
+    kitchen = s.speakers[0]
+    assert kitchen.name == "[bold]Kitchen[/bold]\x1b[2J"  # kept raw here: the widgets escape it
+    assert kitchen.groups == ("home",) and kitchen.delay_ms == 10.0
+    home = s.group("home")
+    assert home is not None and home.built and home.in_config
+    rows = {m.speaker: m for m in home.members}
+    assert set(rows) == {A, B, C}
+    assert rows[A].delay_ms == 10.0 and rows[A].trim_ms == -2.0 and rows[A].wanted_ms == 8.0
+    assert rows[A].present and not rows[A].linked and rows[A].state == "unlinked"  # no links in this graph
+    assert rows[C].state == "not built" and not rows[C].present  # configured, no element yet
+    spare = s.group("spare")
+    assert spare is not None and not spare.built and spare.members == ()
+
+
+def test_events_say_who_went_and_who_returned() -> None:
+    full, without_b = snap(), snap(with_b=False)
+    assert events_between(None, full) == []
+    gone = events_between(full, without_b)
+    assert ("warning", "group home: Bath went away; the others play on") in gone
+    assert ("info", "speaker Bath is gone") in gone
+    back = events_between(without_b, full)
+    assert ("info", "group home: Bath returned") in back
+    assert events_between(full, full) == []
+
+
+class FakeBackend:
+    """Alive for `life` waits, then its watcher ends, as when the sound server dies."""
+
+    name = "pipewire"
+
+    def __init__(self, env: dict[str, str], life: int) -> None:
+        self.env = env
+        self.graph = room_graph()
+        self.life = life
+        self.serial = 0
+        self.closed = False
+
+    @property
+    def alive(self) -> bool:
+        return self.life > 0 and not self.closed
+
+    async def wait_changed(self, timeout: float, since: int | None = None) -> bool:
+        await asyncio.sleep(0.01)
+        self.life -= 1
+        self.serial += 1
+        return True
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_live_source_reports_a_lost_server_and_recovers_by_itself(tmp_path: Path) -> None:
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    script: list[object] = [ServerUnreachable("cannot reach PipeWire"), ServerUnreachable("cannot reach PipeWire")]
+    opened: list[FakeBackend] = []
+
+    async def open_backend(e):  # type: ignore[no-untyped-def]
+        if script:
+            err = script.pop(0)
+            assert isinstance(err, Exception)
+            raise err
+        be = FakeBackend(dict(e), life=2)
+        opened.append(be)
+        if len(opened) == 1:
+            script.append(ServerUnreachable("cannot reach PipeWire"))
+        return be
+
+    updates: list[object] = []
+
+    async def main() -> None:
+        source = LiveSource(env, bluetooth=False, open_backend=open_backend, poll_s=0.05, retry_s=0.01)
+        task = asyncio.ensure_future(source.run(updates.append))
+        while len(opened) < 2 or sum(isinstance(u, StateUpdate) for u in updates) < 4:
+            await asyncio.sleep(0.01)
+        await source.close()
+        await asyncio.wait_for(task, 1.0)
+
+    asyncio.run(main())
+    kinds = [type(u).__name__ for u in updates]
+    # Unreachable once (said once, not per retry), back, snapshots, gone, unreachable, back again.
+    assert kinds[0] == "ServerLost" and kinds[1] == "LogLine" and kinds[2] == "StateUpdate"
+    assert kinds.count("ServerLost") == 3, kinds
+    assert isinstance(updates[1], LogLine) and "back" in updates[1].text
+    lost = [u.reason for u in updates if isinstance(u, ServerLost)]
+    assert lost == ["cannot reach PipeWire", "the sound server went away: reconnecting", "cannot reach PipeWire"]
+    assert all(be.closed for be in opened)
+
+
+def test_a_member_that_is_away_keeps_the_name_it_was_last_seen_with() -> None:
+    g = room_graph(with_b=False)
+    s = build_snapshot(g, config(), join(speakers_in(g), None), "pipewire", known_names={B: "Bath"})
+    away = s.member("home", B)
+    assert away is not None and away.name == "Bath" and away.state == "absent"
+    assert snap(with_b=False).member("home", B).name == B  # type: ignore[union-attr]

@@ -243,7 +243,6 @@ def render_wireplumber_rules(group: GroupConfig) -> str:
             "  apply_properties = {",
             '    ["device.profile"] = "a2dp-sink",',
             '    ["bluez5.auto-connect"] = "[ a2dp_sink ]",',
-            '    ["bluez5.hw-volume"] = "[ a2dp_sink ]",',
             "  },",
             "})",
             "table.insert(bluez_monitor.rules, {",

@@ -4,6 +4,7 @@ they carry, and no speaker name in any of them."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,39 @@ def test_cli_export_conf_writes_under_output(tmp_path: Path) -> None:
         [*run, "den", "--config", str(config), "--pipewire-version", "x"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "0.3.65" in proc.stderr
+
+
+def test_wireplumber_rules_run_in_lua(tmp_path: Path) -> None:
+    """WirePlumber 0.4 runs its config in Lua 5.4: the rules load and say what they should."""
+    lua = shutil.which("lua5.4")
+    if lua is None:
+        pytest.fail("lua5.4 is not installed: run 'make setup' (see README)")
+    path = tmp_path / "51-pwgroup-living.lua"
+    path.write_text(export.render_wireplumber_rules(GROUP))
+    probe = (
+        "for _, r in ipairs(bluez_monitor.rules) do local m = r.matches[1][1]; "
+        "local keys = {}; for k, v in pairs(r.apply_properties) do keys[#keys + 1] = k .. '=' .. tostring(v) end; "
+        "table.sort(keys); print(m[1] .. ' ' .. m[2] .. ' ' .. m[3] .. ' ' .. table.concat(keys, ',')) end"
+    )
+    proc = subprocess.run(
+        [
+            lua,
+            "-e",
+            "bluez_monitor = { rules = { 'system rules' } }",
+            "-e",
+            f"dofile({str(path)!r})",
+            "-e",
+            "table.remove(bluez_monitor.rules, 1)",
+            "-e",
+            probe,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "device.name equals bluez_card.AA_BB_CC_00_00_01 bluez5.auto-connect=[ a2dp_sink ],device.profile=a2dp-sink",
+        "node.name matches bluez_output.AA_BB_CC_00_00_01.* node.pause-on-idle=false,session.suspend-timeout-seconds=0",
+        "device.name equals bluez_card.AA_BB_CC_00_00_02 bluez5.auto-connect=[ a2dp_sink ],device.profile=a2dp-sink",
+        "node.name matches bluez_output.AA_BB_CC_00_00_02.* node.pause-on-idle=false,session.suspend-timeout-seconds=0",
+    ]

@@ -31,7 +31,7 @@ def group_cells(g: GroupRow) -> list[Text]:
 
 def member_cells(m: MemberRow) -> list[Text]:
     return [
-        Text("  ") + Text(safe_text(m.name, 30)),
+        Text("  ") + Text(safe_text(m.name, 28)),
         Text(m.state, style=STATE_STYLE.get(m.state, "")),
         _ms(m.delay_ms),
         _ms(m.trim_ms, signed=True),

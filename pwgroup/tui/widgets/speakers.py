@@ -24,7 +24,7 @@ def speaker_cells(row: SpeakerRow, marked: bool) -> list[Text]:
     style = "green" if row.present else "dim"
     return [
         Text("*" if marked else " ", style="bold"),
-        Text(safe_text(row.name, 32)),
+        Text(safe_text(row.name, 28)),
         Text(row.address or "-"),
         Text(safe_text(state, 30), style=style),
         Text(safe_text(row.codec or "-", 10)),

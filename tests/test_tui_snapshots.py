@@ -1,0 +1,82 @@
+"""The dashboard photographed (SVG) from fixed data with hostile speaker names, at 80x24 and 160x48, and its keys
+driven with Pilot against the same fixed data: every edit reaches the source with the right arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+
+from tui_app import HOSTILE, make_app
+
+from pwgroup.tui.state import FixedSource
+from pwgroup.tui.widgets.groups import GroupsTable, row_key
+
+
+def test_dashboard_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(make_app(), terminal_size=(80, 24))
+
+
+def test_dashboard_160x48(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(make_app(), terminal_size=(160, 48))
+
+
+def test_lost_server_banner_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(make_app(lost="cannot reach PipeWire: start it"), terminal_size=(80, 24))
+
+
+def test_help_screen_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(make_app(), press=["question_mark"], terminal_size=(80, 24))
+
+
+def test_hostile_names_are_shown_literally() -> None:
+    async def main() -> str:
+        app = make_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.pause()
+            return app.export_screenshot()
+
+    svg = asyncio.run(main())
+    text = screen_text(svg)
+    assert "[bold red]Kitchen[/] \\x1b[3…" in text  # cut at 28 characters in the table
+    assert f"{HOSTILE[2].replace(chr(92), chr(92) * 2)} went away" in text  # whole in the event log
+    assert "Bath\\u202eroom\\u202c" in text
+    assert "Patio :smile: [$accent]$x\\\\n" in text
+    assert "\x1b" not in svg and "\u202e" not in svg
+    assert HOSTILE[3] in text
+
+
+def screen_text(svg: str) -> str:
+    """The screen's lines from an SVG screenshot: its text runs joined line by line, entities decoded."""
+    lines: dict[int, list[str]] = {}
+    for line, run in re.findall(r'<text [^>]*clip-path="url\(#terminal-(?:\d+-)?line-(\d+)\)">([^<]*)</text>', svg):
+        lines.setdefault(int(line), []).append(html.unescape(run).replace("\xa0", " "))
+    return "\n".join("".join(lines[n]) for n in sorted(lines))
+
+
+def test_keys_reach_the_source() -> None:
+    async def main() -> FixedSource:
+        app = make_app()
+        source = app.source
+        assert isinstance(source, FixedSource)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            await pilot.press("space", "space", "n", *"den", "enter")
+            groups = app.screen.query_one(GroupsTable)
+            groups.focus()
+            groups.move_cursor(row=groups.get_row_index(row_key("living-room", "AA:BB:CC:00:00:02")))
+            await pilot.press("plus", "minus", "shift+right", "shift+left", "right")
+            await pilot.press("d", "y")
+            await pilot.pause()
+        return source
+
+    source = asyncio.run(main())
+    assert source.edits == [
+        ("create", "den", ("AA:BB:CC:00:00:01", "AA:BB:CC:00:00:02")),
+        ("trim", "living-room", "AA:BB:CC:00:00:02", 1.0),
+        ("trim", "living-room", "AA:BB:CC:00:00:02", -1.0),
+        ("trim", "living-room", "AA:BB:CC:00:00:02", 10.0),
+        ("trim", "living-room", "AA:BB:CC:00:00:02", -10.0),
+        ("trim", "living-room", "AA:BB:CC:00:00:02", 1.0),
+        ("delete", "living-room"),
+    ]

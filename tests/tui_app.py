@@ -1,0 +1,47 @@
+"""A dashboard fed fixed data with hostile speaker names: what the snapshot tests photograph."""
+
+from __future__ import annotations
+
+from pwgroup.tui.app import PwgroupApp
+from pwgroup.tui.state import FixedSource, GroupRow, LogLine, MemberRow, Snapshot, SpeakerRow
+
+HOSTILE = [
+    "[bold red]Kitchen[/] \x1b[31mred\x1b[0m",
+    "Bath\u202eroom\u202c [link=http://x]click[/link]",
+    "Patio :smile: [$accent]$x\\n",
+    "Plain speaker",
+]
+
+
+def snapshot() -> Snapshot:
+    speakers = tuple(
+        SpeakerRow(
+            key=f"AA:BB:CC:00:00:0{i + 1}",
+            name=name,
+            address=f"AA:BB:CC:00:00:0{i + 1}",
+            connection="audio present" if i != 2 else "disconnected",
+            present=i != 2,
+            codec="sbc_xq" if i != 2 else None,
+            reported_ms=None if i == 3 else 150.0 + 10 * i,
+            battery=None,
+            groups=("living-room",) if i < 3 else (),
+            delay_ms=(12.5, 0.0, None, None)[i],
+        )
+        for i, name in enumerate(HOSTILE)
+    )
+    members = (
+        MemberRow("living-room", "AA:BB:CC:00:00:01", HOSTILE[0], "playing", True, True, 12.5, 2.5, 12.5),
+        MemberRow("living-room", "AA:BB:CC:00:00:02", HOSTILE[1], "playing", True, True, 0.0, 0.0, 0.0),
+        MemberRow("living-room", "AA:BB:CC:00:00:03", HOSTILE[2], "absent", False, False, 40.0, -1.0, 40.0),
+    )
+    groups = (GroupRow("living-room", "Living room", True, True, members),)
+    return Snapshot("pipewire", None, speakers, groups, bluetooth=None)
+
+
+def make_app(lost: str | None = None) -> PwgroupApp:
+    lines = [LogLine("warning", f"group living-room: {HOSTILE[2]} went away; the others play on")]
+    return PwgroupApp(FixedSource(snapshot(), lines, lost=lost), clock=lambda: "12:00:00")
+
+
+if __name__ == "__main__":
+    make_app().run()

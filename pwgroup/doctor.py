@@ -95,7 +95,10 @@ def check_session(graph: Graph | None, why: str, env: Mapping[str, str]) -> list
             )
         if where.startswith("/") and not (Path(where) / "pipewire-0").exists():
             why = "no pipewire-0 socket there"
-        return [Check("pipewire running", "problem", f"no PipeWire answers in {where}: {why}", fix)]
+        detail = f"no PipeWire answers in {where}: {why}"
+        if not where.startswith("/"):
+            detail = "XDG_RUNTIME_DIR is not set: this is no login session, so no PipeWire socket can be found"
+        return [Check("pipewire running", "problem", detail, fix)]
     clients = list(graph.clients.values())
     wp = any(c.get("application.name") == "WirePlumber" for c in clients)
     pulse = any(str(c.get("config.name", "")).endswith("pipewire-pulse.conf") for c in clients)

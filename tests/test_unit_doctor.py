@@ -88,3 +88,9 @@ def test_a_new_user_with_no_pipewire_is_told_what_to_do(tmp_path: Path) -> None:
     data = json.loads(proc.stdout)
     assert proc.returncode == 1 and data["healthy"] is False
     assert all(c["fix"] for c in data["checks"] if c["status"] == "problem")
+
+
+def test_no_login_session_is_named() -> None:
+    checks = doctor.check_session(None, "cannot reach PipeWire", {"HOME": "/home/x"})
+    assert checks[0].detail.startswith("XDG_RUNTIME_DIR is not set")
+    assert (checks[0].fix or "").startswith("log in through a desktop or `loginctl enable-linger $USER`")

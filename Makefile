@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBS := pipewire pipewire-bin wireplumber pipewire-pulse pulseaudio pulseaudio-utils dbus python3-venv zsh man-db groff-base lua5.4
+DEBS := pipewire pipewire-bin wireplumber pipewire-pulse pulseaudio pulseaudio-utils dbus python3-venv zsh man-db groff-base lua5.4 tmux
 export PWGROUP_SIM_DIR ?= /tmp/pwgroup-room-$(shell id -u)
 
 .PHONY: setup debs demo demo-down test lint bench clean

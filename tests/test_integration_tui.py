@@ -4,6 +4,10 @@ from the graph and heard on the room's truth channels), and a speaker pulled and
 from __future__ import annotations
 
 import asyncio
+import shlex
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -129,6 +133,8 @@ async def _create_trim_delete(room) -> None:  # type: ignore[no-untyped-def]
         groups.focus()
         groups.move_cursor(row=groups.get_row_index(row_key(GROUP, first)))
         await pilot.press("plus", "plus", "plus", "shift+right", "minus")
+        # Presses made while an edit converges fold into the next edit: 1, then 12 (or 1, 3, 13, 12...).
+        await until(pilot, lambda: "trim +12.0 ms" in log_text(app), "the last edit", timeout=30)
         await until(pilot, lambda: member_shown(app, GROUP, first) == ("playing", "12.0 ms"), "12 ms shown")
         applied = layout.observe_group(room.dump(), GROUP).member(first)
         assert applied is not None and applied.linked
@@ -165,3 +171,58 @@ async def _pulled(room, group: str) -> None:  # type: ignore[no-untyped-def]
         # Without a daemon nothing relinks it; the dashboard shows it present again, and the log says so.
         await until(pilot, lambda: (member_shown(app, group, pulled) or ("",))[0] in ("playing", "unlinked"), "back")
         assert "returned" in log_text(app)
+
+
+def test_real_terminal_under_tmux(room, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`pwgroup` with no command in a real terminal: it draws the room's speakers and `q` quits it cleanly."""
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is not installed: run 'make setup' (see README)")
+    sock = str(tmp_path / "tmux.sock")  # a server of its own, its socket gone with tmp_path
+    status = tmp_path / "status"
+    env = {k: v for k, v in room.env.items() if k != "TMUX"}
+    env["TERM"] = "xterm-256color"
+    command = f"{shlex.quote(sys.executable)} -m pwgroup; echo $? > {shlex.quote(str(status))}"
+
+    def tmux(*args: str) -> str:
+        done = subprocess.run(["tmux", "-S", sock, "-f", "/dev/null", *args], env=env, capture_output=True, text=True)
+        return done.stdout
+
+    tmux("new-session", "-d", "-s", "dash", "-x", "120", "-y", "40", command)
+    try:
+        deadline = time.monotonic() + 20
+        screen = ""
+        while not all(s.address in screen for s in room.speakers):
+            assert time.monotonic() < deadline, f"the dashboard did not list the room's speakers:\n{screen}"
+            time.sleep(0.2)
+            screen = tmux("capture-pane", "-p", "-t", "dash")
+        assert "Speakers" in screen and "q Quit" in screen
+        tmux("send-keys", "-t", "dash", "q")
+        deadline = time.monotonic() + 10
+        while not status.exists():
+            assert time.monotonic() < deadline, "q did not quit the dashboard"
+            time.sleep(0.1)
+        assert status.read_text().strip() == "0"
+    finally:
+        tmux("kill-server")
+
+
+def test_lost_sound_server_shows_a_banner_and_recovers(room) -> None:  # type: ignore[no-untyped-def]
+    asyncio.run(_lost_and_back(room))
+
+
+async def _lost_and_back(room) -> None:  # type: ignore[no-untyped-def]
+    from pwgroup.tui.widgets.banner import Banner
+
+    app = app_for(room)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = dash(app).query_one(SpeakersTable)
+        banner = dash(app).query_one(Banner)
+        await until(pilot, lambda: len(table.rows_shown) >= len(room.speakers), "the speakers")
+        assert not banner.has_class("-shown")
+        # In a thread: the dashboard's loop runs on while PipeWire is killed and started again.
+        crash = asyncio.ensure_future(asyncio.to_thread(room.crash_server))
+        await until(pilot, lambda: "sound server lost" in log_text(app), "the loss noticed", timeout=60)
+        await crash
+        await until(pilot, lambda: "sound server back" in log_text(app), "the server back")
+        await until(pilot, lambda: not banner.has_class("-shown"), "the banner gone")
+        await until(pilot, lambda: len(table.rows_shown) >= len(room.speakers), "the speakers again", timeout=20)

@@ -150,3 +150,24 @@ def test_a_member_that_is_away_keeps_the_name_it_was_last_seen_with() -> None:
     away = s.member("home", B)
     assert away is not None and away.name == "Bath" and away.state == "absent"
     assert snap(with_b=False).member("home", B).name == B  # type: ignore[union-attr]
+
+
+def test_trim_presses_made_during_an_edit_fold_into_the_next_one(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    trims: list[float] = []
+
+    async def slow_edit_group(be, cfg, name, edit):  # type: ignore[no-untyped-def]
+        current = GroupConfig(name, name, (MemberConfig(A, 10.0, trim_ms=trims[-1] if trims else 0.0),))
+        trims.append(edit(be.graph, current).member(A).trim_ms)
+        await asyncio.sleep(0.05)  # converging: more presses arrive meanwhile
+
+    monkeypatch.setattr("pwgroup.edits.edit_group", slow_edit_group)
+
+    async def main() -> list[float | None]:
+        source = LiveSource(env, bluetooth=False)
+        source.backend = FakeBackend(env, life=100)  # type: ignore[assignment]
+        return await asyncio.gather(*(source.trim("home", A, d) for d in (1.0, 1.0, 1.0, 10.0, -1.0)))
+
+    results = asyncio.run(main())
+    assert trims == [1.0, 12.0]  # two edits for five presses, none lost
+    assert results == [1.0, 12.0, None, None, None]

@@ -464,14 +464,17 @@ class LiveSource:
         async with self._edit_lock:
             if key not in self._pending:
                 return None
-            be = self._need_backend()
-            cfg = ConfigFile.open(config_path(self.env))
             try:
                 from pwgroup.edits import edit_group
 
-                await edit_group(be, cfg, group, edit)
-            finally:
+                be = self._need_backend()
+                await edit_group(be, ConfigFile.open(config_path(self.env)), group, edit)
+            except BaseException:
+                # A refused or failed edit drops the presses folded into it; presses that come while an edit
+                # converges stay pending for the next one.
                 self._pending.pop(key, None)
+                raise
+            finally:
                 self.refresh_now()
         return new
 

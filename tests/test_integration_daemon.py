@@ -232,7 +232,7 @@ def test_a_flapping_speaker_costs_bounded_cpu_and_settles(cli, room: Room, group
     # A fourth member whose node comes and goes 20 times a second for 10 s (a speaker at the edge of range).
     flappy = room.add_speaker("Flappy", latency_ms=90.0)
     # The flapping is played on PipeWire's side alone: Bluetooth reconnects would bring the real one back.
-    _set_reconnect(room, enabled=False)
+    set_reconnect(room, enabled=False)
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_log("configuration reloaded", 5)
     cli("group", "add", group, flappy.address, check=True)
@@ -307,7 +307,7 @@ def _cmd(proc: Path) -> str:
         return ""
 
 
-def _set_reconnect(room: Room, **values: object) -> None:
+def set_reconnect(room: Room, **values: object) -> None:
     """Replace the config's [reconnect] table, by editing the file as a user would."""
     path = config_path(room.env)
     text = re.sub(r"(?ms)^\[reconnect\]\n.*?(?=^\[|\Z)", "", path.read_text())
@@ -316,7 +316,7 @@ def _set_reconnect(room: Room, **values: object) -> None:
 
 
 def _fast_reconnect(room: Room) -> None:
-    _set_reconnect(room, initial_s=0.2, max_s=1)  # the default starts at 2 s
+    set_reconnect(room, initial_s=0.2, max_s=1)  # the default starts at 2 s
 
 
 def test_a_speaker_out_of_range_is_reconnected_through_bluez_when_it_is_back(cli, room: Room, group: str) -> None:

@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_integration_daemon import Daemon
+from test_integration_daemon import Daemon, set_reconnect
 from test_integration_delays import arrivals
 from test_integration_lifecycle import pipewire_processes
 
-from pwgroup.config import config_path
 from pwgroup.graph import layout
 from pwgroup.sim.room import Room
 
@@ -35,8 +34,7 @@ def test_drop_and_return_many_times_without_leaks(cli, room: Room) -> None:
     for spk, ms in zip(speakers, DELAYS_MS, strict=True):
         cli("delay", "set", "soak", spk.address, str(ms), check=True)
     # The speakers leave and come back by themselves here: no Bluetooth reconnects racing the test.
-    path = config_path(room.env)
-    path.write_text(path.read_text() + "\n[reconnect]\nenabled = false\n")
+    set_reconnect(room, enabled=False)
     d = Daemon(room.env)
     try:
         time.sleep(0.5)
@@ -70,5 +68,5 @@ def test_drop_and_return_many_times_without_leaks(cli, room: Room) -> None:
         assert growth <= 5 * 1024, f"the daemon grew by {growth} kB over {CYCLES} cycles"
     finally:
         assert d.stop() == 0, d.log()
-        path.write_text(re.sub(r"\n\[reconnect\]\nenabled = false\n", "\n", path.read_text()))
+        set_reconnect(room, enabled=True)
         cli("group", "delete", "soak")

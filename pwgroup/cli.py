@@ -749,8 +749,10 @@ def cmd_export_conf(args: argparse.Namespace) -> int:
     name = check_group_name(args.name)
     config = Path(args.config) if args.config else config_path()
     output = Path(args.output).expanduser() if args.output else None
-    version, files, written = export_group(config, name, args.pipewire_version, args.rate, output)
+    version, files, written, left_out = export_group(config, name, args.pipewire_version, args.rate, output)
     shown = ".".join(map(str, version))
+    for line in left_out:
+        print(f"pwgroup: warning: {line}", file=sys.stderr)
     if output is None:
         for rel, text in files.items():
             print(f"#### {rel} (PipeWire {shown})")

@@ -167,6 +167,19 @@ def latency_offsets_us(group: GroupConfig) -> dict[str, int]:
     return {k: round((top - v) * 1000) for k, v in totals.items()}
 
 
+def not_carried(group: GroupConfig, version: Version) -> list[str]:
+    """What of the group a rendering for `version` leaves out: combine-stream has no per-stream gain or remix."""
+    if version < COMBINE_STREAM_SINCE:
+        return []
+    return [
+        f"member {i + 1} ({layout.member_slug(m.speaker)}): volume {m.volume:g} and channels {m.channels!r} are not "
+        "carried by combine-stream (it plays every speaker at full volume, both channels); "
+        "--pipewire-version 0.3.65 renders them"
+        for i, m in enumerate(group.members)
+        if m.volume != 1.0 or m.channels != "both"
+    ]
+
+
 def render_combine_stream(group: GroupConfig) -> str:
     """PipeWire 0.3.71 and later: one combine-stream sink over the group's speakers, latency-compensated."""
     sink = layout.sink_name(group.name)
@@ -194,6 +207,7 @@ def render_combine_stream(group: GroupConfig) -> str:
         "latest, by the latencies the speakers report. The configured delays go in as latency offsets on top\n"
         f"(pwgroup-{group.name}-offsets.sh, run once per connection); they hold when the speakers report alike\n"
         "(same model and codec). Install into ~/.config/pipewire/pipewire.conf.d/ and restart PipeWire."
+        + "".join(f"\nNot carried: {line}" for line in not_carried(group, COMBINE_STREAM_SINCE))
     )
     module = spajson.dumps([{"name": "libpipewire-module-combine-stream", "args": args}], 0)
     return f"{head}\ncontext.modules = {module}\n"
@@ -290,7 +304,7 @@ def write(files: dict[str, str], root: Path) -> list[Path]:
 
 def export_group(
     config: Path, name: str, version_text: str | None, rate: int, output: Path | None
-) -> tuple[Version, dict[str, str], list[Path]]:
+) -> tuple[Version, dict[str, str], list[Path], list[str]]:
     """`pwgroup export-conf`: the group from `config`, rendered for the given (or installed) PipeWire."""
     from pwgroup.config import load
 
@@ -301,4 +315,4 @@ def export_group(
         raise UserError(f"no group named {name!r} in {config}: 'pwgroup status' lists the groups")
     version = parse_version(version_text) if version_text else (installed_pipewire_version() or OLDEST)
     files = render(group, version, rate)
-    return version, files, write(files, output) if output is not None else []
+    return version, files, write(files, output) if output is not None else [], not_carried(group, version)

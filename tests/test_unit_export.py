@@ -156,3 +156,26 @@ def test_wireplumber_rules_run_in_lua(tmp_path: Path) -> None:
         "device.name equals bluez_card.AA_BB_CC_00_00_02 bluez5.auto-connect=[ a2dp_sink ],device.profile=a2dp-sink",
         "node.name matches bluez_output.AA_BB_CC_00_00_02.* node.pause-on-idle=false,session.suspend-timeout-seconds=0",
     ]
+
+
+def test_what_combine_stream_cannot_carry_is_said() -> None:
+    assert export.not_carried(GROUP, (0, 3, 65)) == []
+    left_out = export.not_carried(GROUP, (0, 3, 71))
+    assert len(left_out) == 2
+    assert left_out[0].startswith("member 2 (AA_BB_CC_00_00_02): volume 0.5 and channels 'left' are not carried")
+    assert left_out[1].startswith("member 3 (") and "volume 1 and channels 'mono'" in left_out[1]
+    conf = export.render_combine_stream(GROUP)
+    assert conf.count("# Not carried: member") == 2
+
+
+def test_the_shipped_examples_are_what_export_conf_renders() -> None:
+    from pwgroup.config import load
+
+    examples = Path(__file__).resolve().parent.parent / "pipewire-conf" / "examples"
+    group = load(examples / "config.toml").groups["living-room"]
+    for version in ("0.3.65", "0.3.71"):
+        files = export.render(group, export.parse_version(version))
+        on_disk = {str(p.relative_to(examples / version)) for p in (examples / version).rglob("*") if p.is_file()}
+        assert on_disk == set(files), f"regenerate pipewire-conf/examples/{version} (see its config.toml)"
+        for rel, text in files.items():
+            assert (examples / version / rel).read_text() == text, f"regenerate pipewire-conf/examples/{version}"

@@ -55,7 +55,7 @@ def snap(with_b: bool = True):  # type: ignore[no-untyped-def]
 
 def test_snapshot_joins_speakers_groups_and_config() -> None:
     s = snap()
-    assert [r.key for r in s.speakers] == [A, B]
+    assert [r.key for r in s.speakers] == [A, B, C]  # C: a configured member never seen, listed as absent
     kitchen = s.speakers[0]
     assert kitchen.name == "[bold]Kitchen[/bold]\x1b[2J"  # kept raw here: the widgets escape it
     assert kitchen.groups == ("home",) and kitchen.delay_ms == 10.0
@@ -74,10 +74,14 @@ def test_events_say_who_went_and_who_returned() -> None:
     full, without_b = snap(), snap(with_b=False)
     assert events_between(None, full) == []
     gone = events_between(full, without_b)
-    assert ("warning", "group home: Bath went away; the others play on") in gone
-    assert ("info", "speaker Bath is gone") in gone
-    back = events_between(without_b, full)
-    assert ("info", "group home: Bath returned") in back
+    # One line, not two: Bath stays listed (absent) as a member, so only its group speaks of it.
+    assert gone == [("warning", "group home: Bath went away; the others play on")]
+    assert events_between(without_b, full) == [("info", "group home: Bath returned")]
+    g = room_graph()
+    g.nodes[3] = speaker(3, "AA:BB:CC:00:00:09", "Loose")  # a speaker in no group
+    with_loose = build_snapshot(g, config(), join(speakers_in(g), None), "pipewire")
+    assert events_between(full, with_loose) == [("info", "speaker Loose appeared")]
+    assert events_between(with_loose, full) == [("info", "speaker Loose is gone")]
     assert events_between(full, full) == []
 
 
@@ -149,6 +153,12 @@ def test_a_member_that_is_away_keeps_the_name_it_was_last_seen_with() -> None:
     s = build_snapshot(g, config(), join(speakers_in(g), None), "pipewire", known_names={B: "Bath"})
     away = s.member("home", B)
     assert away is not None and away.name == "Bath" and away.state == "absent"
+    # Listed among the speakers too, as absent, with its group; C (configured, never seen) as well.
+    rows = {r.key: r for r in s.speakers}
+    assert [r.key for r in s.speakers] == [A, B, C]
+    assert rows[B].connection == "absent" and not rows[B].present and rows[B].groups == ("home",)
+    assert rows[B].name == "Bath" and rows[B].delay_ms == 0.0
+    assert rows[C].connection == "absent" and rows[C].name == C
     assert snap(with_b=False).member("home", B).name == B  # type: ignore[union-attr]
 
 

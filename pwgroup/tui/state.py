@@ -15,7 +15,7 @@ from pwgroup.bluez.view import SpeakerView, join
 from pwgroup.config import MAX_DELAY_MS, Config, ConfigError, ConfigFile, GroupConfig, MemberConfig, config_path
 from pwgroup.config import load as load_config
 from pwgroup.graph import Backend, layout
-from pwgroup.model import Graph, PwgroupError, UserError, check_group_name, speakers_in
+from pwgroup.model import Graph, PwgroupError, UserError, check_group_name, normalize_address, speakers_in
 
 # How often the view is rebuilt with no graph change (the config, the daemon and BlueZ change on their own).
 POLL_S = 2.0
@@ -141,6 +141,26 @@ def build_snapshot(
                 delay_ms=next((m.delay_ms for _, m in member_of if m.delay_ms is not None), None),
             )
         )
+    # A group member whose speaker is away (and BlueZ does not list it) is still a speaker to show: absent.
+    listed = {k for v in views for k in (v.address, v.node) if k}
+    away = sorted({m.speaker for g in groups for m in g.members if not m.present} - listed)
+    for key in away:
+        member_of = [(g.name, m) for g in groups for m in g.members if m.speaker == key]
+        speakers.append(
+            SpeakerRow(
+                key=key,
+                name=member_of[0][1].name,
+                address=normalize_address(key),
+                connection="absent",
+                present=False,
+                codec=None,
+                reported_ms=None,
+                battery=None,
+                groups=tuple(g for g, _ in member_of),
+                delay_ms=next((m.delay_ms for _, m in member_of if m.delay_ms is not None), None),
+            )
+        )
+    speakers.sort(key=lambda r: (r.address or "", r.key))
     return Snapshot(backend, daemon, tuple(speakers), tuple(groups), bluetooth, config_error)
 
 

@@ -32,7 +32,6 @@ class DashboardScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.snapshot: Snapshot | None = None
-        self.lost: str | None = None
 
     @property
     def pw_app(self) -> PwgroupApp:
@@ -64,7 +63,6 @@ class DashboardScreen(Screen[None]):
         if isinstance(update, StateUpdate):
             self._show(update.snapshot)
         elif isinstance(update, ServerLost):
-            self.lost = update.reason
             self.query_one(Banner).show_problem(f"sound server lost: {update.reason}")
             self.log_line("error", f"sound server lost: {update.reason}")
         elif isinstance(update, LogLine):
@@ -73,11 +71,10 @@ class DashboardScreen(Screen[None]):
     def _show(self, snap: Snapshot) -> None:
         for level, text in events_between(self.snapshot, snap):
             self.log_line(level, text)
-        if self.lost is not None:
-            self.lost = None
+        # A snapshot means the server answers: the banner goes, or says what is wrong with the config.
         self.query_one(Banner).show_problem(snap.config_error and f"config: {snap.config_error}")
         if (self.snapshot is None or self.snapshot.bluetooth != snap.bluetooth) and snap.bluetooth:
-            self.log_line("warning", f"{snap.bluetooth}; showing PipeWire's view")
+            self.log_line("warning", f"{snap.bluetooth}; showing the sound server's view only")
         self.snapshot = snap
         daemon = f"daemon pid {snap.daemon} applies edits" if snap.daemon else "no daemon: edits applied here"
         self.sub_title = f"{snap.backend} · {daemon}"

@@ -9,17 +9,18 @@ from textual.widgets import RichLog
 
 from pwgroup.text import safe_text
 
+MAX_LINES = 500
 LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "bold red"}
 
 
 class EventLog(RichLog):
     def __init__(self, clock: Callable[[], str], **kwargs: object) -> None:
-        super().__init__(wrap=True, markup=False, max_lines=500, **kwargs)  # type: ignore[arg-type]
+        super().__init__(wrap=True, markup=False, max_lines=MAX_LINES, **kwargs)  # type: ignore[arg-type]
         self.clock = clock
         self.lines_text: list[str] = []  # what was logged, plain: for tests and the help of a bug report
 
     def add(self, level: str, text: str) -> None:
         shown = safe_text(text)
-        self.lines_text.append(shown)
+        self.lines_text = [*self.lines_text[-(MAX_LINES - 1) :], shown]
         line = Text(f"{self.clock()} ", style="dim") + Text(shown, style=LEVEL_STYLE.get(level, ""))
         self.write(line)

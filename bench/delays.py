@@ -1,7 +1,8 @@
 """Benchmark: do per-member delays land exactly, and how long does a delay change take to be heard?
 
-Runs a private virtual room (never the user's session), measures end to end on the room's truth channels and
-prints one JSON object. Usage: python bench/delays.py [--trials 20] [--quanta 256,512,1024,2048]
+Runs private virtual rooms on PipeWire and on PulseAudio (never the user's session), measures end to end on the
+rooms' truth channels and prints one JSON object with both side by side.
+Usage: python bench/delays.py [--trials 20] [--quanta 256,512,1024,2048] [--backends pipewire,pulse]
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import numpy as np
 
 from pwgroup.graph.capture import Player, Recorder
 from pwgroup.graph.pipewire import PipeWireBackend
+from pwgroup.graph.pulse import CONVERGE_S, PulseBackend
 from pwgroup.model import GroupSpec, MemberSpec
 from pwgroup.sim.measure import decompose, lag
+from pwgroup.sim.pulseroom import PulseRoom
 from pwgroup.sim.room import RATE, Room
 from pwgroup.supervisor import converge
 
@@ -104,23 +107,9 @@ def change_latency(room: Room, old_ms: float, new_ms: float) -> dict[str, float]
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--trials", type=int, default=20)
-    ap.add_argument("--quanta", default="256,512,1024,2048")
-    ap.add_argument("--changes", type=int, default=10)
-    args = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still takes its room down
-    quanta = [int(q) for q in args.quanta.split(",")]
-    root = Path(tempfile.mkdtemp(prefix="pwgroup-bench-"))
-    room = Room(root)
-    rng = random.Random(42)
+def bench_pipewire(room: Room, rng: random.Random, quanta: list[int], trials: int, n_changes: int) -> dict[str, object]:
     result: dict[str, object] = {
-        "benchmark": "delays",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
         "pipewire": subprocess.run(["pipewire", "--version"], capture_output=True, text=True).stdout.split()[-1],
-        "rate": RATE,
     }
     try:
         room.up(speakers=len(HIDDEN_MS), latencies_ms=HIDDEN_MS)
@@ -130,7 +119,7 @@ def main() -> None:
             room.set_quantum(q)
             time.sleep(0.2)
             errors: list[int] = []
-            for trial in range(args.trials):
+            for trial in range(trials):
                 delays = [
                     rng.choice([0.0, 12.5, 37.5, 100.0, 120.0, 250.0]) + rng.randrange(48) / 48 for _ in HIDDEN_MS
                 ]
@@ -140,7 +129,7 @@ def main() -> None:
                     errors.append(g - (round(d * RATE / 1000) + spk.latency_samples))
             all_errors += errors
             per_quantum[str(q)] = {
-                "trials": args.trials,
+                "trials": trials,
                 "members": len(HIDDEN_MS),
                 "max_abs_error_samples": max(abs(e) for e in errors),
                 "exact_fraction": sum(e == 0 for e in errors) / len(errors),
@@ -152,7 +141,7 @@ def main() -> None:
         asyncio.run(apply(room, [20.0, 0.0, 0.0]))
         changes = []
         old = 20.0
-        for i in range(args.changes):
+        for i in range(n_changes):
             new = 90.0 if i % 2 == 0 else 20.0
             changes.append(change_latency(room, old, new))
             old = new
@@ -168,7 +157,176 @@ def main() -> None:
         }
     finally:
         room.down()
-    print(json.dumps(result, indent=2))
+    return result
+
+
+# ---------------------------------------------------------------- PulseAudio
+
+
+async def apply_pulse(room: PulseRoom, delays: list[float]) -> None:
+    be = await PulseBackend(room.env).open()
+    try:
+        spec = GroupSpec(
+            GROUP, "bench", tuple(MemberSpec(s.address, d) for s, d in zip(room.speakers, delays, strict=False))
+        )
+        await converge(be, spec, GROUP)
+    finally:
+        await be.close()
+
+
+def arrivals_pulse(room: PulseRoom, n: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    sig = np.zeros(int(RATE * 0.9))
+    sig[RATE // 10 : RATE // 10 + 2400] = rng.standard_normal(2400) * 0.3
+    with room.truth(GROUP, n) as rec:
+        time.sleep(0.1)
+        room.play(GROUP, np.stack([sig, sig], axis=1)).start().wait()
+        time.sleep(0.35 + room.lead_s)
+        y = rec.stop()
+    return [lag(y[:, 0], y[:, ch]) for ch in range(1, n + 1)]
+
+
+def change_pulse(room: PulseRoom, old_ms: float, new_ms: float) -> dict[str, float]:
+    """As change_latency, on PulseAudio: the switch is where the new delay's share passes half its level
+    (the room's convolving sinks normalize their gain, and rate control resamples by a hair, so shares are
+    read per 10 ms window against the channel's own level)."""
+    spk = room.speakers[0]
+    seconds = 4.0 + CONVERGE_S
+    x = np.random.default_rng(3).standard_normal(int(RATE * seconds)) * 0.2
+    marks: dict[str, float] = {}
+
+    def command() -> None:
+        marks["start"] = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "pwgroup", "delay", "set", GROUP, spk.address, str(new_ms)],
+            env=room.env,
+            check=True,
+            capture_output=True,
+        )
+        marks["end"] = time.monotonic()
+
+    with room.truth(GROUP, 1) as rec:
+        player = room.play(GROUP, np.stack([x, x], axis=1)).start()
+        time.sleep(0.6)
+        worker = threading.Thread(target=command)
+        worker.start()
+        worker.join(60)
+        player.wait()
+        time.sleep(0.4)
+        stop_at = time.monotonic()
+        y = rec.stop()
+    # The swap lands about CONVERGE_S + 1 s into the noise: the first and last fifths are clear of it.
+    fifth = len(y) // 5
+    d_old, d_new = lag(y[:fifth, 0], y[:fifth, 1]), lag(y[-fifth:, 0], y[-fifth:, 1])
+    rows = decompose(y[:, 0], y[:, 1], (d_old, d_new), window=480)
+    full = float(np.median(rows[-len(rows) // 5 :, 2]))
+    # Only after the command was issued (the recording's last sample is about `stop_at`), and only while the
+    # noise plays. The switch is the window after the last one the new delay does not yet carry: the new
+    # loopback plays for the moment before it is muted, and that blip is not the switch (it is counted apart).
+    issued = len(y) - (stop_at - marks["start"]) * RATE
+    playing = np.flatnonzero(np.abs(y[:, 0]) > 1e-4)
+    span = rows[(rows[:, 0] >= issued) & (rows[:, 0] < playing[-1] - 2 * 480)]
+    before = np.flatnonzero(span[:, 2] <= 0.5 * full)
+    if len(before) and before[-1] + 1 >= len(span):  # not on before the noise ended: reported, not hidden
+        return {
+            "command_ms": (marks["end"] - marks["start"]) * 1000,
+            "audible_ms": float("nan"),
+            "doubled_ms": 0.0,
+            "landed_old": d_old - (round(old_ms * RATE / 1000) + spk.latency_samples),
+            "landed_new": 0,
+        }
+    switch_time = stop_at - (len(y) - span[before[-1] + 1 if len(before) else 0, 0]) / RATE
+    # Windows carrying both delays at once, anywhere after the command: the blip and the swap itself.
+    both = np.sum((np.abs(span[:, 1]) > 0.25 * full) & (np.abs(span[:, 2]) > 0.25 * full))
+    return {
+        "command_ms": (marks["end"] - marks["start"]) * 1000,
+        "audible_ms": (switch_time - marks["start"]) * 1000,
+        "doubled_ms": float(both) * 10.0,
+        "landed_old": d_old - (round(old_ms * RATE / 1000) + spk.latency_samples),
+        "landed_new": d_new - (round(new_ms * RATE / 1000) + spk.latency_samples),
+    }
+
+
+def bench_pulse(trials: int, changes: int) -> dict[str, object]:
+    rng = random.Random(42)
+    room = PulseRoom(Path(tempfile.mkdtemp(prefix="pwgroup-bench-pulse-")))
+    version = subprocess.run(["pulseaudio", "--version"], capture_output=True, text=True).stdout.split()[-1]
+    try:
+        room.up(speakers=len(HIDDEN_MS), latencies_ms=HIDDEN_MS)
+        errors: list[int] = []
+        spreads: list[int] = []
+        for trial in range(trials):
+            # PulseAudio's loopback takes whole milliseconds: the bench asks for what it can be given.
+            delays = [float(rng.choice([0, 12, 37, 100, 120, 250]) + rng.randrange(10)) for _ in HIDDEN_MS]
+            asyncio.run(apply_pulse(room, delays))
+            got = arrivals_pulse(room, len(HIDDEN_MS), seed=trial)
+            errs = [
+                g - (round(d * RATE / 1000) + spk.latency_samples)
+                for g, spk, d in zip(got, room.speakers, delays, strict=False)
+            ]
+            errors += errs
+            spreads.append(max(errs) - min(errs))
+        asyncio.run(apply_pulse(room, [20.0, 0.0, 0.0]))
+        moves = []
+        old = 20.0
+        for i in range(changes):
+            new = 90.0 if i % 2 == 0 else 20.0
+            moves.append(change_pulse(room, old, new))
+            old = new
+    finally:
+        room.down()
+    return {
+        "pulseaudio": version,
+        "trials": trials,
+        "members": len(HIDDEN_MS),
+        "note": "errors against the reference, which reaches the recording through a loopback of its own; "
+        "spread: latest minus earliest member in one trial, the figure that decides whether speakers agree",
+        "max_abs_error_samples": max(abs(e) for e in errors),
+        "mean_abs_error_samples": statistics.mean(abs(e) for e in errors),
+        "within_1_sample_fraction": sum(abs(e) <= 1 for e in errors) / len(errors),
+        "max_member_spread_samples": max(spreads),
+        "median_member_spread_samples": statistics.median(spreads),
+        "delay_change": {
+            "changes": len(moves),
+            "note": "audible_ms includes the new delay and the muted settling of the new loopback "
+            f"({CONVERGE_S:g} s) before the swap",
+            "command_ms_median": statistics.median(m["command_ms"] for m in moves),
+            "not_switched_in_time": sum(m["audible_ms"] != m["audible_ms"] for m in moves),
+            "audible_ms_median": statistics.median(
+                m["audible_ms"] for m in moves if m["audible_ms"] == m["audible_ms"]
+            ),
+            "audible_ms_max": max(m["audible_ms"] for m in moves if m["audible_ms"] == m["audible_ms"]),
+            "max_abs_landing_error_samples": max(max(abs(m["landed_old"]), abs(m["landed_new"])) for m in moves),
+            "doubled_ms_max": max(m["doubled_ms"] for m in moves),
+            "doubled_ms_median": statistics.median(m["doubled_ms"] for m in moves),
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--quanta", default="256,512,1024,2048")
+    ap.add_argument("--changes", type=int, default=10)
+    ap.add_argument("--backends", default="pipewire,pulse")
+    ap.add_argument("--pulse-trials", type=int, default=10, help="each takes ~10 s: a loopback settles for 5")
+    args = ap.parse_args()
+    backends = args.backends.split(",")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still takes its room down
+    quanta = [int(q) for q in args.quanta.split(",")]
+    room = Room(Path(tempfile.mkdtemp(prefix="pwgroup-bench-")))
+    rng = random.Random(42)
+    result: dict[str, object] = {
+        "benchmark": "delays",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "rate": RATE,
+    }
+    if "pipewire" in backends:
+        result["pipewire"] = bench_pipewire(room, rng, quanta, args.trials, args.changes)
+    if "pulse" in backends:
+        result["pulse"] = bench_pulse(args.pulse_trials, args.changes)
+    print(json.dumps(result, indent=2, default=float))  # numpy integers among the figures
 
 
 if __name__ == "__main__":

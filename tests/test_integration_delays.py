@@ -105,7 +105,7 @@ def _play_noise_while(room, group: str, seconds: float, action, n: int) -> np.nd
     x = rng.standard_normal(int(RATE * seconds)) * 0.2
     with room.truth(group, n) as rec:
         player = room.play(group, np.stack([x, x], axis=1)).start()
-        time.sleep(seconds * 0.3)
+        time.sleep(min(seconds * 0.3, 1.0))
         worker = threading.Thread(target=action)
         worker.start()
         worker.join(30)

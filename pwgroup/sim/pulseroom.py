@@ -270,6 +270,9 @@ class PulseRoom:
         PulseAudio cannot record two devices in one stream, so the reference reaches the air by the same kind of
         path as a member's (a remap-source of the monitor, then a loopback at the backend's base latency), as a
         member with delay 0 would: arrivals then read as each member's delay plus its hidden latency."""
+        # First pin the group sink's latency where the measurement's players will ask for it (the holder asks
+        # the same), so that the loopbacks settle once, below, and not again when a player starts.
+        holder = PulsePlayer(self.env, f"pwgroup.{group}", None).start()
         tap = self.load("module-remap-source", f"source_name={REF}.tap.{group}", f"master=pwgroup.{group}.monitor")
         index = self.load(
             "module-loopback",
@@ -281,10 +284,9 @@ class PulseRoom:
             "source_dont_move=true",
             "sink_dont_move=true",
         )
-        holder = PulsePlayer(self.env, f"pwgroup.{group}", None).start()
         try:
-            # The group sink's latency now stays where the test's players ask for it (the holder asks the same),
-            # and the fresh reference loopback settles as long as pwgroup lets a new member's.
+            # The fresh reference loopback, and the members' after the holder's change, settle as long as
+            # pwgroup lets a new member's.
             time.sleep(CONVERGE_S)
             with PulseRecorder(self.env, [0, *(s.index for s in self.speakers[:n])]) as rec:
                 yield rec

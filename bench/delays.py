@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -275,6 +276,7 @@ def bench_pulse(trials: int, changes: int) -> dict[str, object]:
             old = new
     finally:
         room.down()
+    shutil.rmtree(room.root, ignore_errors=True)  # kept, logs and all, only when the run failed
     return {
         "pulseaudio": version,
         "trials": trials,
@@ -314,7 +316,6 @@ def main() -> None:
     backends = args.backends.split(",")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still takes its room down
     quanta = [int(q) for q in args.quanta.split(",")]
-    room = Room(Path(tempfile.mkdtemp(prefix="pwgroup-bench-")))
     rng = random.Random(42)
     result: dict[str, object] = {
         "benchmark": "delays",
@@ -323,7 +324,9 @@ def main() -> None:
         "rate": RATE,
     }
     if "pipewire" in backends:
+        room = Room(Path(tempfile.mkdtemp(prefix="pwgroup-bench-")))
         result["pipewire"] = bench_pipewire(room, rng, quanta, args.trials, args.changes)
+        shutil.rmtree(room.root, ignore_errors=True)
     if "pulse" in backends:
         result["pulse"] = bench_pulse(args.pulse_trials, args.changes)
     print(json.dumps(result, indent=2, default=float))  # numpy integers among the figures

@@ -80,3 +80,27 @@ def test_keys_reach_the_source() -> None:
         ("trim", "living-room", "AA:BB:CC:00:00:02", 1.0),
         ("delete", "living-room"),
     ]
+
+
+def test_palette_runs_the_actions() -> None:
+    async def main() -> FixedSource:
+        app = make_app()
+        source = app.source
+        assert isinstance(source, FixedSource)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            groups = app.screen.query_one(GroupsTable)
+            groups.move_cursor(row=groups.get_row_index(row_key("living-room", "AA:BB:CC:00:00:01")))
+            for words in ("Trim -10 ms", "Delete group living-room"):
+                await pilot.press("ctrl+p")
+                await pilot.pause(0.2)
+                await pilot.press(*words)
+                await pilot.pause(0.5)  # the palette searches in the background
+                await pilot.press("enter")
+                await pilot.pause(0.2)
+            await pilot.press("y")
+            await pilot.pause()
+        return source
+
+    source = asyncio.run(main())
+    assert source.edits == [("trim", "living-room", "AA:BB:CC:00:00:01", -10.0), ("delete", "living-room")]

@@ -359,9 +359,9 @@ class LiveSource:
     async def _watch(self, be: Backend, publish: Publish) -> None:
         while be.alive and not self._closed:
             serial = be.serial
+            self._kick.clear()  # before the snapshot: an edit that ends while it is built asks for another
             await self._bluetooth()
             publish(StateUpdate(self.snapshot(be)))
-            self._kick.clear()
             changed = asyncio.ensure_future(be.wait_changed(self.poll_s, since=serial))
             kicked = asyncio.ensure_future(self._kick.wait())
             try:
@@ -373,7 +373,6 @@ class LiveSource:
             await asyncio.sleep(0.03)
 
     def snapshot(self, be: Backend) -> Snapshot:
-        from pwgroup.model import speakers_in as _speakers
         from pwgroup.supervisor import daemon_pid
 
         config_error = None
@@ -382,7 +381,7 @@ class LiveSource:
         except ConfigError as err:
             config, config_error = Config(), err.message
         devices = self._bt.devices() if self._bt is not None else None
-        views = join(_speakers(be.graph), devices)
+        views = join(speakers_in(be.graph), devices)
         for v in views:
             for key in (v.address, v.node):
                 if key and v.name:

@@ -69,6 +69,8 @@ class DashboardScreen(Screen[None]):
             self.log_line(update.level, update.text)
 
     def _show(self, snap: Snapshot) -> None:
+        if snap == self.snapshot and not self.query_one(Banner).has_class("-shown"):
+            return  # an idle poll: nothing to redraw
         for level, text in events_between(self.snapshot, snap):
             self.log_line(level, text)
         # A snapshot means the server answers: the banner goes, or says what is wrong with the config.

@@ -181,3 +181,28 @@ def test_trim_presses_made_during_an_edit_fold_into_the_next_one(tmp_path: Path,
     results = asyncio.run(main())
     assert trims == [1.0, 12.0]  # two edits for five presses, none lost
     assert results == [1.0, 12.0, None, None, None]
+
+
+def test_health_says_reconnecting_needs_calibration_and_recheck() -> None:
+    import datetime as dt
+
+    now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+    fresh = now - dt.timedelta(days=1)
+    members = (
+        MemberConfig(A, 10.0, calibrated=fresh),  # calibrated yesterday, then came back an hour ago
+        MemberConfig(B, calibrated=fresh),  # away, the daemon reconnecting it
+        MemberConfig(C, calibrated=now - dt.timedelta(days=90)),  # calibrated too long ago
+    )
+    cfg = Config(groups={"home": GroupConfig("home", "Home", members)})
+    g = room_graph(with_b=False)
+    s = build_snapshot(
+        g,
+        cfg,
+        join(speakers_in(g), None),
+        "pipewire",
+        reconnect={B: "waiting 8 s"},
+        returned={A: (now - dt.timedelta(hours=1)).timestamp()},
+        now=now,
+    )
+    health = {m.speaker: m.health for m in s.group("home").members}  # type: ignore[union-attr]
+    assert health == {A: "re-check latency", B: "reconnect: waiting 8 s", C: "needs calibration"}

@@ -31,8 +31,21 @@ def snapshot() -> Snapshot:
     )
     members = (
         MemberRow("living-room", "AA:BB:CC:00:00:01", HOSTILE[0], "playing", True, True, 12.5, 2.5, 12.5),
-        MemberRow("living-room", "AA:BB:CC:00:00:02", HOSTILE[1], "playing", True, True, 0.0, 0.0, 0.0),
-        MemberRow("living-room", "AA:BB:CC:00:00:03", HOSTILE[2], "absent", False, False, 40.0, -1.0, 40.0),
+        MemberRow(
+            "living-room", "AA:BB:CC:00:00:02", HOSTILE[1], "playing", True, True, 0.0, 0.0, 0.0, "needs calibration"
+        ),
+        MemberRow(
+            "living-room",
+            "AA:BB:CC:00:00:03",
+            HOSTILE[2],
+            "absent",
+            False,
+            False,
+            40.0,
+            -1.0,
+            40.0,
+            "reconnect: waiting 8 s",
+        ),
     )
     groups = (GroupRow("living-room", "Living room", True, True, members),)
     return Snapshot("pipewire", None, speakers, groups, bluetooth=None)

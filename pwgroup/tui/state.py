@@ -47,6 +47,7 @@ class MemberRow:
     delay_ms: float | None  # applied in the graph
     trim_ms: float | None  # from the config (None: not in the config)
     wanted_ms: float | None  # the config's total (calibrated plus trim)
+    health: str = ""  # "reconnect: waiting 8 s", "needs calibration", "re-check latency", joined by ", "
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,14 @@ def build_snapshot(
     bluetooth: str | None = None,
     config_error: str | None = None,
     known_names: Mapping[str, str] | None = None,
+    reconnect: Mapping[str, str] | None = None,
+    returned: Mapping[str, float] | None = None,
+    now: dt.datetime | None = None,
 ) -> Snapshot:
     """What the dashboard shows, from what was observed and what is wanted; `known_names` names speakers that
-    are away now (a member's name when it was last seen). Pure."""
+    are away now (a member's name when it was last seen); `reconnect` and `returned` are the daemon's report
+    (pwgroup.health); `now` (UTC) dates calibrations. Pure."""
+    now = now or dt.datetime.now(dt.UTC)
     names: dict[str, str] = {}
     for v in views:
         for key in (v.address, v.node):
@@ -119,6 +125,7 @@ def build_snapshot(
                     delay_ms=m.delay_ms if m else None,
                     trim_ms=cm.trim_ms if cm else None,
                     wanted_ms=cm.total_delay_ms if cm else None,
+                    health=_health(key, present, cm, config, reconnect or {}, returned or {}, now),
                 )
             )
         description = state.sink.description if state.sink else (wanted.description if wanted else name)
@@ -162,6 +169,27 @@ def build_snapshot(
         )
     speakers.sort(key=lambda r: (r.address or "", r.key))
     return Snapshot(backend, daemon, tuple(speakers), tuple(groups), bluetooth, config_error)
+
+
+def _health(
+    key: str,
+    present: bool,
+    cm: MemberConfig | None,
+    config: Config,
+    reconnect: Mapping[str, str],
+    returned: Mapping[str, float],
+    now: dt.datetime,
+) -> str:
+    notes = []
+    if not present and reconnect.get(key):
+        notes.append(f"reconnect: {reconnect[key]}")
+    if cm is not None and cm.stale(now, config.calibration.stale_after_days):
+        notes.append("needs calibration")
+    back = returned.get(key)
+    if cm is not None and back is not None and (cm.calibrated is None or back > cm.calibrated.timestamp()):
+        # A Bluetooth speaker that reconnected may fill its buffers differently (as `pwgroup status` says).
+        notes.append("re-check latency")
+    return ", ".join(notes)
 
 
 def events_between(old: Snapshot | None, new: Snapshot) -> list[tuple[str, str]]:
@@ -373,7 +401,7 @@ class LiveSource:
             await asyncio.sleep(0.03)
 
     def snapshot(self, be: Backend) -> Snapshot:
-        from pwgroup.supervisor import daemon_pid
+        from pwgroup.health import daemon_state
 
         config_error = None
         try:
@@ -381,6 +409,7 @@ class LiveSource:
         except ConfigError as err:
             config, config_error = Config(), err.message
         devices = self._bt.devices() if self._bt is not None else None
+        daemon, reconnect, returned = daemon_state(self.env)
         views = join(speakers_in(be.graph), devices)
         for v in views:
             for key in (v.address, v.node):
@@ -391,10 +420,12 @@ class LiveSource:
             config,
             views,
             be.name,
-            daemon_pid(self.env),
+            daemon,
             self._bt_reason,
             config_error=config_error,
             known_names=self._names,
+            reconnect=reconnect,
+            returned=returned,
         )
 
     async def _bluetooth(self) -> None:

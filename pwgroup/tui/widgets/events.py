@@ -23,4 +23,6 @@ class EventLog(RichLog):
         shown = safe_text(text)
         self.lines_text = [*self.lines_text[-(MAX_LINES - 1) :], shown]
         line = Text(f"{self.clock()} ", style="dim") + Text(shown, style=LEVEL_STYLE.get(level, ""))
-        self.write(line)
+        # The log's own width once known: measured against the console alone, a line wraps at its width, which
+        # under a test harness (and some terminals at start) is not the widget's.
+        self.write(line, width=self.scrollable_content_region.width or None)

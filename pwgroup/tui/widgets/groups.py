@@ -12,7 +12,7 @@ from textual.widgets import DataTable
 from pwgroup.text import safe_text
 from pwgroup.tui.state import GroupRow, MemberRow
 
-COLUMNS = ("GROUP / MEMBER", "STATE", "DELAY", "TRIM")
+COLUMNS = ("GROUP / MEMBER", "STATE", "DELAY", "TRIM", "HEALTH")
 STATE_STYLE = {"playing": "green", "absent": "red", "unlinked": "yellow", "not built": "yellow"}
 
 
@@ -26,7 +26,7 @@ def group_cells(g: GroupRow) -> list[Text]:
     state = "built" if g.built else "not built"
     if not g.in_config:
         state += ", not in config"
-    return [Text(g.name, style="bold"), Text(state, style="" if g.built else "yellow"), Text(""), Text("")]
+    return [Text(g.name, style="bold"), Text(state, style="" if g.built else "yellow"), Text(""), Text(""), Text("")]
 
 
 def member_cells(m: MemberRow) -> list[Text]:
@@ -35,6 +35,7 @@ def member_cells(m: MemberRow) -> list[Text]:
         Text(m.state, style=STATE_STYLE.get(m.state, "")),
         _ms(m.delay_ms),
         _ms(m.trim_ms, signed=True),
+        Text(m.health, style="yellow" if m.health else ""),
     ]
 
 

@@ -258,3 +258,32 @@ async def _attached(room, group: str, daemon: Daemon) -> None:  # type: ignore[n
             room.connect(pulled)
         await until(pilot, lambda: (member_shown(app, group, pulled) or ("",))[0] == "playing", "relinked")
         assert "went away" in log_text(app) and "returned" in log_text(app)
+
+
+def test_disconnect_and_connect_through_bluez(room, cli, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With the room's fake BlueZ on its system bus: x disconnects the speaker under the cursor (its node goes),
+    c connects it again (its node is back); the table shows BlueZ's word for each."""
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", room.env["DBUS_SYSTEM_BUS_ADDRESS"])
+    room.start_bluez()
+    spk = room.speakers[3]
+    try:
+        asyncio.run(_bluetooth(room, spk.address))
+    finally:
+        if spk.address not in present(room):
+            cli("connect", spk.address)
+
+
+async def _bluetooth(room, address: str) -> None:  # type: ignore[no-untyped-def]
+    app = PwgroupApp(LiveSource(room.env, bluetooth=True))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = dash(app).query_one(SpeakersTable)
+        await until(pilot, lambda: address in table.rows_shown and cell(table, address, 3) == "connected", "BlueZ")
+        table.focus()
+        table.move_cursor(row=table.get_row_index(address))
+        await pilot.press("x")
+        await until(pilot, lambda: cell(table, address, 3) == "disconnected", "disconnected")
+        assert address not in present(room)
+        await pilot.press("c")
+        await until(pilot, lambda: cell(table, address, 3) == "connected", "connected again")
+        await until(pilot, lambda: address in present(room), "its node back")
+        assert "disconnected" in log_text(app) and "connected" in log_text(app)

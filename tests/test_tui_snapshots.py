@@ -62,6 +62,7 @@ def test_keys_reach_the_source() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
             await pilot.press("space", "space", "n", *"den", "enter")
+            await pilot.press("x", "c")  # the cursor is on the third speaker now
             groups = app.screen.query_one(GroupsTable)
             groups.focus()
             groups.move_cursor(row=groups.get_row_index(row_key("living-room", "AA:BB:CC:00:00:02")))
@@ -73,6 +74,8 @@ def test_keys_reach_the_source() -> None:
     source = asyncio.run(main())
     assert source.edits == [
         ("create", "den", ("AA:BB:CC:00:00:01", "AA:BB:CC:00:00:02")),
+        ("disconnect", "AA:BB:CC:00:00:03"),
+        ("connect", "AA:BB:CC:00:00:03"),
         ("trim", "living-room", "AA:BB:CC:00:00:02", 1.0),
         ("trim", "living-room", "AA:BB:CC:00:00:02", -1.0),
         ("trim", "living-room", "AA:BB:CC:00:00:02", 10.0),

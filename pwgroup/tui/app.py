@@ -42,6 +42,10 @@ class PwgroupApp(App[None]):
         if not isinstance(screen, DashboardScreen):
             return
         yield SystemCommand("New group", "a group from the marked speakers", screen.action_new_group)
+        yield SystemCommand("Connect speaker", "the one under the cursor", lambda: screen.action_bluetooth("connect"))
+        yield SystemCommand(
+            "Disconnect speaker", "the one under the cursor", lambda: screen.action_bluetooth("disconnect")
+        )
         yield SystemCommand("Trim +1 ms", "the member under the cursor", lambda: screen.action_trim(1.0))
         yield SystemCommand("Trim -1 ms", "the member under the cursor", lambda: screen.action_trim(-1.0))
         yield SystemCommand("Trim +10 ms", "the member under the cursor", lambda: screen.action_trim(10.0))

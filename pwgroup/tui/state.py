@@ -260,6 +260,8 @@ class Source(Protocol):
 
     async def trim(self, group: str, speaker: str, delta_ms: float) -> float | None: ...
 
+    async def bluetooth(self, action: str, address: str) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -289,6 +291,9 @@ class FixedSource:
         self.edits.append(("trim", group, speaker, delta_ms))
         return None
 
+    async def bluetooth(self, action: str, address: str) -> None:
+        self.edits.append((action, address))
+
     async def close(self) -> None:
         pass
 
@@ -317,7 +322,7 @@ class LiveSource:
         retry_s: float = RETRY_S,
     ) -> None:
         self.env = dict(env)
-        self.bluetooth = bluetooth
+        self.ask_bluetooth = bluetooth
         self._open_backend = open_backend
         self.poll_s = poll_s
         self.retry_s = retry_s
@@ -430,7 +435,7 @@ class LiveSource:
 
     async def _bluetooth(self) -> None:
         """Keep a BlueZ client when a system bus answers; ask again now and then when it does not."""
-        if not self.bluetooth:
+        if not self.ask_bluetooth:
             return
         if self._bt is not None and getattr(self._bt.bus, "connected", False):
             return
@@ -449,6 +454,17 @@ class LiveSource:
 
     def refresh_now(self) -> None:
         self._kick.set()
+
+    async def bluetooth(self, action: str, address: str) -> None:
+        """`connect` or `disconnect` a speaker through BlueZ; its audio node follows, and the view with it."""
+        if action not in ("connect", "disconnect"):
+            raise UserError(f"unknown Bluetooth action {action!r}")
+        if self._bt is None:
+            raise PwgroupError(self._bt_reason or "Bluetooth control unavailable")
+        try:
+            await (self._bt.connect(address) if action == "connect" else self._bt.disconnect(address))
+        finally:
+            self.refresh_now()
 
     # ------------------------------------------------------------ edits (as the CLI makes them)
     def _need_backend(self) -> Backend:

@@ -27,6 +27,8 @@ class DashboardScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_group", "New group"),
         Binding("d", "delete_group", "Delete group"),
+        Binding("c", "bluetooth('connect')", "Connect", show=False),  # in ? and the palette: 80 columns
+        Binding("x", "bluetooth('disconnect')", "Disconnect", show=False),
     ]
 
     def __init__(self) -> None:
@@ -140,6 +142,19 @@ class DashboardScreen(Screen[None]):
                 )
 
         self.app.push_screen(ConfirmDialog(f"Delete group {chosen} and everything it made?"), delete)
+
+    def action_bluetooth(self, action: str) -> None:
+        """Connect or disconnect the speaker under the cursor in the speakers table."""
+        row = self.query_one(SpeakersTable).current_row()
+        if row is None or row.address is None:
+            self.log_line("warning", f"{action}: move the cursor to a Bluetooth speaker (one with an address)")
+            return
+        address, name = row.address, row.name
+        self._edit(
+            f"{action} {name}",
+            lambda: self.pw_app.source.bluetooth(action, address),
+            lambda _: f"{name} {action}ed",
+        )
 
     def action_trim(self, delta: float) -> None:
         where = self.query_one(GroupsTable).current()

@@ -15,6 +15,7 @@ HELP = [
     ("space", "mark or unmark the speaker under the cursor"),
     ("n", "new group from the marked speakers (or the one under the cursor)"),
     ("d", "delete the group under the cursor in the groups panel"),
+    ("c / x", "connect / disconnect the speaker under the cursor (through BlueZ)"),
     ("+ / -", "trim the member under the cursor by 1 ms, while it plays"),
     ("right / left", "the same"),
     ("shift+right / shift+left", "trim by 10 ms"),

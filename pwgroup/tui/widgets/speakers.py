@@ -62,6 +62,10 @@ class SpeakersTable(DataTable[Text]):
         key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
         return str(key) if key is not None else None
 
+    def current_row(self) -> SpeakerRow | None:
+        key = self.current_key()
+        return self.rows_shown.get(key) if key is not None else None
+
     def action_toggle_mark(self) -> None:
         key = self.current_key()
         if key is None:

@@ -188,9 +188,7 @@ def arrivals_pulse(room: PulseRoom, n: int, seed: int) -> list[int]:
 
 
 def change_pulse(room: PulseRoom, old_ms: float, new_ms: float) -> dict[str, float]:
-    """As change_latency, on PulseAudio: the switch is where the new delay's share passes half its level
-    (the room's convolving sinks normalize their gain, and rate control resamples by a hair, so shares are
-    read per 10 ms window against the channel's own level)."""
+    """As change_latency, on PulseAudio, read by lags and levels rather than a whole-sample decomposition."""
     spk = room.speakers[0]
     seconds = 4.0 + CONVERGE_S
     x = np.random.default_rng(3).standard_normal(int(RATE * seconds)) * 0.2
@@ -219,30 +217,39 @@ def change_pulse(room: PulseRoom, old_ms: float, new_ms: float) -> dict[str, flo
     # The swap lands about CONVERGE_S + 1 s into the noise: the first and last fifths are clear of it.
     fifth = len(y) // 5
     d_old, d_new = lag(y[:fifth, 0], y[:fifth, 1]), lag(y[-fifth:, 0], y[-fifth:, 1])
-    rows = decompose(y[:, 0], y[:, 1], (d_old, d_new), window=480)
-    full = float(np.median(rows[-len(rows) // 5 :, 2]))
-    # Only after the command was issued (the recording's last sample is about `stop_at`), and only while the
-    # noise plays. The switch is the window after the last one the new delay does not yet carry: the new
-    # loopback plays for the moment before it is muted, and that blip is not the switch (it is counted apart).
-    issued = len(y) - (stop_at - marks["start"]) * RATE
+    # Rate control keeps every loopback's latency wandering by a few samples, so a decomposition on whole-sample
+    # lags does not hold here. Instead: the dominant lag of each 100 ms stretch (the switch is the first stretch
+    # after which every one sits at the new delay), and the level of each 10 ms window against the channel's
+    # median (over 1.25: two delays at once, doubled audio).
+    issued = int(len(y) - (stop_at - marks["start"]) * RATE)
     playing = np.flatnonzero(np.abs(y[:, 0]) > 1e-4)
-    span = rows[(rows[:, 0] >= issued) & (rows[:, 0] < playing[-1] - 2 * 480)]
-    before = np.flatnonzero(span[:, 2] <= 0.5 * full)
-    if len(before) and before[-1] + 1 >= len(span):  # not on before the noise ended: reported, not hidden
-        return {
-            "command_ms": (marks["end"] - marks["start"]) * 1000,
-            "audible_ms": float("nan"),
-            "doubled_ms": 0.0,
-            "landed_old": d_old - (round(old_ms * RATE / 1000) + spk.latency_samples),
-            "landed_new": 0,
-        }
-    switch_time = stop_at - (len(y) - span[before[-1] + 1 if len(before) else 0, 0]) / RATE
-    # Windows carrying both delays at once, anywhere after the command: the blip and the swap itself.
-    both = np.sum((np.abs(span[:, 1]) > 0.25 * full) & (np.abs(span[:, 2]) > 0.25 * full))
+    seg = RATE // 10
+    starts = list(range(max(issued, 0), playing[-1] - seg, seg))
+    reach = 2 * max(d_old, d_new)
+
+    def stretch_lag(i: int) -> int:
+        # What the member plays in [i, i + seg) came from the reference up to `reach` samples before.
+        a = max(i - reach, 0)
+        mine = np.zeros(i + seg - a)
+        mine[i - a :] = y[i : i + seg, 1]
+        return lag(y[a : i + seg, 0], mine)
+
+    near_new = [abs(stretch_lag(i) - d_new) <= 48 for i in starts]
+    pending = [k for k, ok in enumerate(near_new) if not ok]
+    if pending and pending[-1] + 1 >= len(starts):  # not on before the noise ended: reported, not hidden
+        switch = float("nan")
+    else:
+        first = starts[pending[-1] + 1] if pending else starts[0]
+        switch = (stop_at - (len(y) - first) / RATE - marks["start"]) * 1000
+    win = 480
+    lo, hi = playing[0] + max(d_old, d_new) + 2 * win, playing[-1] + min(d_old, d_new) - 2 * win
+    levels = np.array([np.sqrt(np.mean(y[i : i + win, 1] ** 2)) for i in range(lo, hi - win, win)])
+    levels /= float(np.median(levels))
     return {
         "command_ms": (marks["end"] - marks["start"]) * 1000,
-        "audible_ms": (switch_time - marks["start"]) * 1000,
-        "doubled_ms": float(both) * 10.0,
+        "audible_ms": switch,
+        "doubled_ms": float(np.sum(levels > 1.25)) * 10.0,
+        "gap_ms": float(np.sum(levels < 0.7)) * 10.0,
         "landed_old": d_old - (round(old_ms * RATE / 1000) + spk.latency_samples),
         "landed_new": d_new - (round(new_ms * RATE / 1000) + spk.latency_samples),
     }
@@ -301,6 +308,7 @@ def bench_pulse(trials: int, changes: int) -> dict[str, object]:
             "max_abs_landing_error_samples": max(max(abs(m["landed_old"]), abs(m["landed_new"])) for m in moves),
             "doubled_ms_max": max(m["doubled_ms"] for m in moves),
             "doubled_ms_median": statistics.median(m["doubled_ms"] for m in moves),
+            "gap_ms_max": max(m["gap_ms"] for m in moves),
         },
     }
 

@@ -401,6 +401,7 @@ class BluetoothKeeper:
 
 MAX_PASSES_PER_S = 30  # a flapping speaker costs at most this many reconcile passes a second
 RECONNECT_PERIOD_S = 0.2  # how often a lost PipeWire is looked for again
+LINK_GRACE_S = 0.5  # how long a link we made is taken as there before our own watcher shows it
 PENDING_RECHECK_S = 1.0  # how often members away without a reconnect under way are looked at again
 
 
@@ -435,6 +436,7 @@ class Supervisor:
         self._removed: set[str] = set()  # groups taken out of the config while running: to be torn down
         self._present: dict[tuple[str, str], bool] = {}
         self.returned: dict[str, float] = {}  # when each member last came back (wall clock), for a re-check
+        self._made: dict[tuple[int, int], float] = {}  # links made lately (ports), while the watcher catches up
         self.bluetooth = BluetoothKeeper(log, self.config.reconnect, self._write_status, self._wake.set)
         self.status_path = runtime_dir(self.env) / "status.json"
 
@@ -516,6 +518,8 @@ class Supervisor:
         woken = asyncio.ensure_future(self._wake.wait())
         # Level-triggered for Bluetooth too: while a member is away unhandled, look again every second.
         timeout = PENDING_RECHECK_S if self.bluetooth.pending else None
+        if self._made:  # a link taken on trust is checked again once its grace is over
+            timeout = min(timeout or LINK_GRACE_S, LINK_GRACE_S)
         try:
             await asyncio.wait({changed, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -533,6 +537,11 @@ class Supervisor:
                 continue
             self._note_presence(graph, name)
             actions = reconcile(desired, graph, name)
+            # A link pw-link has just made may not be in our pw-dump stream yet (it lags 6-12 ms): asking
+            # for it again would only spawn another pw-link while the speaker's return is still settling.
+            now = time.monotonic()
+            self._made = {k: t for k, t in self._made.items() if now - t < LINK_GRACE_S}
+            actions = [a for a in actions if not (isinstance(a, LinkPorts) and (a.out_port, a.in_port) in self._made)]
             if not actions:
                 if desired is None:
                     self._removed.discard(name)
@@ -544,6 +553,9 @@ class Supervisor:
                         f"[{time.monotonic():.3f}] group {name}: {', '.join(type(a).__name__ for a in actions)}",
                     )
                 await apply_actions(backend, actions)
+                self._made.update(
+                    {(a.out_port, a.in_port): time.monotonic() for a in actions if isinstance(a, LinkPorts)}
+                )
             except PwgroupError as err:
                 # Level-triggered: the next event (or the next pass) tries again from what is there then.
                 self.log("warning", f"group {name}: {err.message}")

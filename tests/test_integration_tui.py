@@ -1,5 +1,6 @@
 """The dashboard driven by Textual's Pilot against the virtual room: what it lists, the edits it makes (read back
-from the graph and heard on the room's truth channels), and a speaker pulled and returned."""
+from the graph and heard on the room's truth channels), a speaker pulled and returned, alone and with the daemon,
+PipeWire killed under it, BlueZ connect and disconnect; and the real command in a real terminal under tmux."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `?` screen: every key of the dashboard, from the bindings themselves."""
+"""The `?` screen: every key of the dashboard (kept beside the bindings by hand; the footer shows the rest)."""
 
 from __future__ import annotations
 

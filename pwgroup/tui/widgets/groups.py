@@ -26,7 +26,14 @@ def group_cells(g: GroupRow) -> list[Text]:
     state = "built" if g.built else "not built"
     if not g.in_config:
         state += ", not in config"
-    return [Text(g.name, style="bold"), Text(state, style="" if g.built else "yellow"), Text(""), Text(""), Text("")]
+    # A name read from the graph (a group made by hand) is not checked like the config's: shown literally too.
+    return [
+        Text(safe_text(g.name, 48), style="bold"),
+        Text(state, style="" if g.built else "yellow"),
+        Text(""),
+        Text(""),
+        Text(""),
+    ]
 
 
 def member_cells(m: MemberRow) -> list[Text]:

@@ -138,7 +138,7 @@ class DashboardScreen(Screen[None]):
                 self._edit(
                     f"delete group {chosen}",
                     lambda: self.pw_app.source.delete_group(chosen),
-                    lambda _: f"group {chosen} deleted",
+                    lambda _: None,  # the next snapshot logs "group NAME deleted"
                 )
 
         self.app.push_screen(ConfirmDialog(f"Delete group {chosen} and everything it made?"), delete)

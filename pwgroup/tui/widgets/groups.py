@@ -53,8 +53,8 @@ def row_key(group: str, speaker: str | None = None) -> str:
 class GroupsTable(DataTable[Text]):
     # Here, not on the screen: the table's own left/right would come first.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("plus,equals_sign,right", "screen.trim(1)", "+1 ms", key_display="+"),
-        Binding("minus,left", "screen.trim(-1)", "-1 ms", key_display="-"),
+        Binding("plus,equals_sign,right", "screen.trim(1)", "Trim +1 ms", key_display="+"),
+        Binding("minus,left", "screen.trim(-1)", "Trim -1 ms", key_display="-"),
         Binding("shift+right", "screen.trim(10)", "+10 ms", show=False),
         Binding("shift+left", "screen.trim(-10)", "-10 ms", show=False),
     ]

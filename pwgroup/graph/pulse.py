@@ -616,8 +616,9 @@ class PulseBackend:
             await self._unload(si.owner_module)
 
     async def set_delay(self, node_id: int, delay_ms: float, at_once: bool = False) -> None:
-        """A new record and loopback at the new delay are built beside the old ones, muted; once the new line
-        holds audio the two swap mutes (new on first, so never a gap), then the old pair is unloaded."""
+        """A new record and loopback at the new delay are built beside the old ones, the loopback muted; once it
+        has settled (CONVERGE_S) the two swap mutes in one write, new one first, then the old pair is unloaded.
+        Measured: no doubled audio, a dip of up to 20 ms in one change of ten (bench/delays.py)."""
         await self.refresh()
         old = self._record(node_id)
         new_ms = quantize_ms(delay_ms)

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from pwgroup.config import config_path
-from pwgroup.graph.pipewire import PipeWireBackend
+from pwgroup.graph import Backend
+from pwgroup.graph.select import open_backend
 from pwgroup.model import EXIT_OK
 from pwgroup.supervisor import DaemonLock, Supervisor
 
@@ -53,7 +54,7 @@ async def run(config: Path | None, keep: bool, verbose: bool = False, env: Mappi
         config or config_path(env),
         env,
         log,
-        open_backend=lambda: PipeWireBackend(env).open(),
+        open_backend=lambda: _open(env),
         keep=keep,
         verbose=verbose,
     )
@@ -67,6 +68,12 @@ async def run(config: Path | None, keep: bool, verbose: bool = False, env: Mappi
         lock.release()
     log("info", "stopped" + (", groups left standing" if keep else ""))
     return EXIT_OK
+
+
+async def _open(env: Mapping[str, str]) -> Backend:
+    # Asked again at every (re)connection: the server may come back as another one.
+    backend, _choice = await open_backend(env)
+    return backend
 
 
 def unit_text(python: str) -> str:

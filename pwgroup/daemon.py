@@ -72,7 +72,8 @@ async def run(config: Path | None, keep: bool, verbose: bool = False, env: Mappi
 
 async def _open(env: Mapping[str, str]) -> Backend:
     # Asked again at every (re)connection: the server may come back as another one.
-    backend, _choice = await open_backend(env)
+    backend, choice = await open_backend(env)
+    log("info", f"sound server: {choice.name} ({choice.reason})")
     return backend
 
 

@@ -34,7 +34,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pwgroup", "daemon", *args], env=env, stdout=self._log, stderr=self._log
         )
-        self.wait_log("managing", 10)
+        self.wait_log("sound server:", 15)  # connected: what happens from now on, it sees
         deadline = time.monotonic() + 5
         while daemon_pid(env) != self.proc.pid:
             assert time.monotonic() < deadline, "the daemon never took its lock"

@@ -49,6 +49,7 @@ bench: setup
 	$(PY) bench/delays.py
 	$(PY) bench/estimator.py
 	$(PY) bench/calibrate.py
+	$(PY) bench/heal.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

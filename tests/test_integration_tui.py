@@ -204,8 +204,19 @@ def test_real_terminal_under_tmux(room, tmp_path) -> None:  # type: ignore[no-un
         tmux("kill-server")
 
 
-def test_lost_sound_server_shows_a_banner_and_recovers(room) -> None:  # type: ignore[no-untyped-def]
-    asyncio.run(_lost_and_back(room))
+@pytest.fixture
+def own_room(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A room of its own: its PipeWire is killed, which the session's shared room must never have."""
+    from pwgroup.sim.room import Room
+
+    r = Room(tmp_path_factory.mktemp("tui-crash-room"))
+    r.up(speakers=2, latencies_ms=[100.0, 150.0])
+    yield r
+    r.down()
+
+
+def test_lost_sound_server_shows_a_banner_and_recovers(own_room) -> None:  # type: ignore[no-untyped-def]
+    asyncio.run(_lost_and_back(own_room))
 
 
 async def _lost_and_back(room) -> None:  # type: ignore[no-untyped-def]

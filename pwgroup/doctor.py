@@ -9,13 +9,12 @@ import asyncio
 import glob
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pwgroup.graph.proc import linked_version
 from pwgroup.model import EXIT_FAILED, EXIT_OK, Graph, PwgroupError
 
 SUSPEND_FIX = Path(__file__).resolve().parent / "data" / "suspend-node.lua"
@@ -33,18 +32,6 @@ class Check:
     fix: str | None = None
 
 
-def _version_of(tool: str, library: str) -> tuple[int, int, int] | None:
-    exe = shutil.which(tool)
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = re.findall(rf"lib{library} (\d+)\.(\d+)\.(\d+)", out)
-    return tuple(int(x) for x in found[-1]) if found else None  # type: ignore[return-value]
-
-
 def _shown(version: tuple[int, ...]) -> str:
     return ".".join(map(str, version))
 
@@ -58,7 +45,7 @@ def spa_dirs(env: Mapping[str, str], patterns: Sequence[str] = SPA_DIRS) -> list
 def check_pipewire_install() -> tuple[list[Check], tuple[int, int, int] | None]:
     from pwgroup.export import COMBINE_STREAM_SINCE
 
-    version = _version_of("pipewire", "pipewire")
+    version = linked_version("pipewire", "pipewire")
     if version is None:
         fix = "sudo apt-get install pipewire pipewire-bin wireplumber pipewire-pulse"
         return [Check("pipewire", "problem", "PipeWire is not installed (no pipewire on PATH)", fix)], None
@@ -124,7 +111,7 @@ def check_session(graph: Graph | None, why: str, env: Mapping[str, str]) -> list
 
 
 def check_wireplumber(env: Mapping[str, str]) -> list[Check]:
-    version = _version_of("wireplumber", "wireplumber")
+    version = linked_version("wireplumber", "wireplumber")
     if version is None:
         return [Check("wireplumber", "problem", "WirePlumber is not installed", "sudo apt-get install wireplumber")]
     if version != BROKEN_WIREPLUMBER:

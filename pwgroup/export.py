@@ -6,12 +6,11 @@ Rendered from a configured group; only addresses and pwgroup's own safe node nam
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 from pwgroup.config import MAX_DELAY_MS, GroupConfig
 from pwgroup.graph import layout, spajson
+from pwgroup.graph.proc import linked_version
 from pwgroup.model import UserError, normalize_address
 
 COMBINE_STREAM_SINCE = (0, 3, 71)  # combine.latency-compensate first shipped in 0.3.71
@@ -31,15 +30,7 @@ def parse_version(text: str) -> Version:
 
 def installed_pipewire_version() -> Version | None:
     """The version of the `pipewire` binary on PATH (its library, as linked), or None when there is none."""
-    exe = shutil.which("pipewire")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    found = re.findall(r"libpipewire (\d+\.\d+\.\d+)", out)
-    return parse_version(found[-1]) if found else None
+    return linked_version("pipewire", "pipewire")
 
 
 def speaker_node_name(speaker: str) -> str:

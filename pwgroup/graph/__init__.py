@@ -5,6 +5,7 @@ Backends turn actions into server calls and report the observed Graph; they neve
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from pwgroup.model import Graph, GroupSpec, MemberSpec
@@ -45,3 +46,16 @@ class Backend(Protocol):
     async def set_gain(self, node_id: int, gain: float) -> None: ...
 
     async def close(self) -> None: ...
+
+
+async def wait_next_change(changed: asyncio.Event, serial: int, since: int | None, timeout: float) -> bool:
+    """What both backends' `wait_changed` do: with `since` (a serial), a change already seen after it returns
+    at once; otherwise wait for the next one, up to `timeout`."""
+    if since is not None and serial != since:
+        return True
+    changed.clear()
+    try:
+        await asyncio.wait_for(changed.wait(), timeout)
+    except TimeoutError:
+        return False
+    return True

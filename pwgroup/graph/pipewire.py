@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pwgroup.graph import layout, pwdump, spajson
+from pwgroup.graph import layout, pwdump, spajson, wait_next_change
 from pwgroup.graph.proc import pipewire_config_of, pipewire_hosts, process_alive, run, tool
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
 
@@ -190,14 +190,7 @@ class PipeWireBackend:
 
     async def wait_changed(self, timeout: float, since: int | None = None) -> bool:
         """Wait for the next change; with `since` (a serial), a change already seen after it returns at once."""
-        if since is not None and self._serial != since:
-            return True
-        self._changed.clear()
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_next_change(self._changed, self._serial, since, timeout)
 
     async def wait_for(self, check: Callable[[Graph], bool], timeout: float, what: str) -> Graph:
         deadline = time.monotonic() + timeout

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 
 from pwgroup.model import BackendError, ServerUnreachable
@@ -92,3 +94,20 @@ def pipewire_hosts(config: str) -> list[int]:
         if entry.isdigit() and pipewire_config_of(int(entry)) == wanted:
             found.append(int(entry))
     return found
+
+
+def linked_version(tool: str, library: str) -> tuple[int, int, int] | None:
+    """The version of `library` that `tool --version` says it is linked against (PipeWire's tools print both
+    their own and their library's), or None when the tool is missing or says nothing usable."""
+    exe = shutil.which(tool)
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.findall(rf"lib{library} (\d+)\.(\d+)\.(\d+)", out)
+    if not found:
+        return None
+    major, minor, patch = found[-1]
+    return int(major), int(minor), int(patch)

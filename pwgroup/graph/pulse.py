@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pwgroup.graph import layout
+from pwgroup.graph import layout, wait_next_change
 from pwgroup.model import (
     BackendError,
     Graph,
@@ -435,14 +435,7 @@ class PulseBackend:
         return self._graph
 
     async def wait_changed(self, timeout: float, since: int | None = None) -> bool:
-        if since is not None and self._serial != since:
-            return True
-        self._changed.clear()
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_next_change(self._changed, self._serial, since, timeout)
 
     async def settle(self, quiet: float = 0.05, timeout: float = 2.0) -> None:
         deadline = time.monotonic() + timeout

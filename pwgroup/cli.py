@@ -391,9 +391,8 @@ async def cmd_delay_trim(args: argparse.Namespace) -> int:
 
 
 async def cmd_calibrate(args: argparse.Namespace) -> int:
-    from pwgroup.calibrate.session import apply_reported, calibrate
-    from pwgroup.config import ConfigFile
-    from pwgroup.supervisor import converge, hold
+    from pwgroup.config import ConfigFile, config_path
+    from pwgroup.edits import Calibration
 
     name = check_group_name(args.name)
     cfg = ConfigFile.open()
@@ -405,29 +404,20 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
         await be.close()
         raise UserError("calibrate needs PipeWire for now: on PulseAudio set delays with 'pwgroup delay set'")
     try:
-        group = _need(cfg.group(name) or _adopt(be.graph, name), name)
-        spec = group.spec()
-
-        def apply(desired: GroupSpec, at_once: bool = False) -> Any:
-            return converge(be, desired, name, at_once=at_once)
-
-        # A running daemon leaves the group to us while we measure, then takes the saved result.
-        with hold(be.env, name):
-            if method == "reported":
-                devices, unavailable = await _bluez_devices()
-                if unavailable:
-                    print(f"pwgroup: {unavailable}; using what PipeWire reports", file=sys.stderr)
-                told = {d.address: d.transport.delay_ms for d in devices or () if d.transport and d.transport.delay_ms}
-                report = await apply_reported(be, spec, apply, told)
-            else:
-                mic = args.mic or cfg.config.calibration.microphone
-                report = await calibrate(be, spec, mic, apply, fast=method == "fast")
-        if report.applied:
-            group = _calibrated(group, report)
-            cfg.set_group(group)
-            cfg.save()
-        # Trims from the config go on top of the aligned delays (or, after a failed check, stay as they were).
-        await _apply(be, group.spec(), name)
+        told: dict[str, float] = {}
+        if method == "reported":
+            devices, unavailable = await _bluez_devices()
+            if unavailable:
+                print(f"pwgroup: {unavailable}; using what PipeWire reports", file=sys.stderr)
+            told = {d.address: d.transport.delay_ms for d in devices or () if d.transport and d.transport.delay_ms}
+        # A running daemon leaves the group to us while we measure, then takes the saved result; trims from
+        # the config go on top of the aligned delays (or, after a failed check, stay as they were).
+        session = Calibration(be, config_path(), name, method, args.mic, told)
+        try:
+            report = await session.measure()
+            await session.keep()
+        finally:
+            session.release()
     finally:
         await be.close()
     if method == "reported":
@@ -462,26 +452,6 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _calibrated(group: Any, report: Any) -> Any:
-    """The group's config with what calibration found: aligned delays, latencies and when; trims stay."""
-    import datetime as dt
-
-    from pwgroup.config import with_member_values
-
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    for m in report.members:
-        if m.status in ("ok", "reported") and m.delay_ms is not None:
-            measured = m.status == "ok"  # a reported latency is a guess: it is not kept as a measurement
-            group = with_member_values(
-                group,
-                m.speaker,
-                delay_ms=m.delay_ms,
-                latency_ms=m.latency_ms if measured else None,
-                calibrated=now if measured else None,
-            )
-    return group
 
 
 def _print_reported(report: Any, as_json: bool) -> int:

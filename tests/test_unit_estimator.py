@@ -117,3 +117,19 @@ def test_far_sidelobes_of_a_loud_speaker_are_not_taken_for_a_silent_one() -> Non
     loud, faint = est.Arrival("ok", 10.0, 60.0, -3.0), est.Arrival("ok", 20.0, 30.0, -50.0)
     assert [a.status for a in est.drop_faint([loud, faint])] == ["ok", "not-heard"]
     assert est.drop_faint([faint]) == [faint]  # alone, a quiet speaker is still a speaker
+
+
+def test_trace_shows_the_arrival_and_a_reflection_where_they_are() -> None:
+    # Direct sound at 6000 samples, a reflection 20 ms later at half the amplitude (-6 dB).
+    arrival = est.measure(_reference(), _path(6000.0, reflections=((20.0, 0.5),)), [(0, LENGTH)])[0]
+    trace = arrival.trace
+    assert len(trace) == est.TRACE_BINS
+    before = int(est.TRACE_BEFORE_MS / est.TRACE_BIN_MS)
+    assert trace[before] == 0.0  # the arrival's own bin holds the peak
+    reflection = before + int(20.0 / est.TRACE_BIN_MS)
+    assert trace[reflection] == pytest.approx(-6.0, abs=1.0)
+    quiet = [trace[i] for i in range(len(trace)) if abs(i - before) > 2 and abs(i - reflection) > 2]
+    assert max(quiet) < -20.0  # nothing else: band-limited lobes are under 1 ms wide
+    assert min(trace) >= -est.TRACE_FLOOR_DB
+    silent = est.measure(_reference(), np.zeros(LENGTH), [(0, LENGTH)])[0]
+    assert not silent.ok and silent.trace == ()

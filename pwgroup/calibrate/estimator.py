@@ -26,6 +26,10 @@ MIN_SNR_DB = 18.0  # below this peak-to-noise ratio (dB) an arrival is not trust
 EARLY_DB = 15.0  # how far out of the noise an arrival earlier than the strongest must stand (noise: ~1e-14 per lag)
 LOBE = 24  # samples (0.5 ms): paths closer than this to the direct sound merge with it
 FAINT_DB = 40.0  # an arrival this far under the loudest speaker's is leakage from it (sidelobes), not a speaker
+TRACE_BINS = 60  # the plotted impulse response: 60 bins of 1 ms, from 5 ms before the arrival
+TRACE_BIN_MS = 1.0
+TRACE_BEFORE_MS = 5.0
+TRACE_FLOOR_DB = 48.0
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped (integer microphones saturate at 1.0)
 
 
@@ -37,6 +41,9 @@ class Arrival:
     samples: float  # delay of the first arrival, in samples after the reference (nan when not heard)
     snr_db: float  # peak-to-noise ratio of the arrival in the impulse response
     level_db: float  # peak level relative to a perfect unit-gain path, in dB
+    # The impulse response's envelope around the arrival, for a person to look at: dB under its peak (0 is the
+    # peak, -TRACE_FLOOR_DB the floor), TRACE_BINS bins of TRACE_BIN_MS from TRACE_BEFORE_MS before the arrival.
+    trace: tuple[float, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -238,10 +245,29 @@ def measure(
         arrival = first_arrival(ir, start, stop)
         if arrival.ok:
             at = int(arrival.samples)
-            if clipped(recording, at, at + span):
-                arrival = Arrival("clipped", arrival.samples, arrival.snr_db, arrival.level_db)
+            shape = trace(ir, arrival.samples, rate)
+            state: Status = "clipped" if clipped(recording, at, at + span) else "ok"
+            arrival = Arrival(state, arrival.samples, arrival.snr_db, arrival.level_db, shape)
         out.append(arrival)
     return drop_faint(out)
+
+
+def trace(ir: np.ndarray, at: float, rate: int = RATE) -> tuple[float, ...]:
+    """The envelope of `ir` around an arrival at `at` (samples), as TRACE_BINS bins of dB under the arrival's
+    peak, floored at -TRACE_FLOOR_DB: the direct sound near the start, then what the room adds."""
+    width = rate * TRACE_BIN_MS / 1000
+    start = round(at - rate * TRACE_BEFORE_MS / 1000)
+    lo, hi = max(0, start), min(len(ir), start + round(TRACE_BINS * width))
+    if hi - lo < 2:
+        return ()
+    env = np.zeros(round(TRACE_BINS * width))
+    env[lo - start : hi - start] = envelope(np.asarray(ir[lo:hi], dtype=np.float64))
+    bins = np.array([env[round(i * width) : round((i + 1) * width)].max() for i in range(TRACE_BINS)])
+    peak = float(bins.max())
+    if peak <= 0:
+        return ()
+    db = 20 * np.log10(np.maximum(bins / peak, 10 ** (-TRACE_FLOOR_DB / 20)))
+    return tuple(round(float(v), 1) for v in db)
 
 
 def drop_faint(arrivals: list[Arrival], within_db: float = FAINT_DB) -> list[Arrival]:

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ class MemberResult:
     snr_db: float | None
     residual_ms: float | None  # verification: arrival against the group's median after alignment
     source: str | None = "microphone"  # where latency_ms came from: microphone | bluez | pipewire
+    trace: tuple[float, ...] = ()  # the impulse response around the arrival (estimator.trace), for display
 
 
 @dataclass(frozen=True)
@@ -122,11 +123,21 @@ def solve(latencies: Mapping[str, float]) -> dict[str, float]:
     return {k: target - v for k, v in latencies.items()}
 
 
-async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: Any, fast: bool = False) -> Report:
+Progress = Callable[[str, float], None]
+
+
+def _quiet(text: str, done: float) -> None:
+    pass
+
+
+async def calibrate(
+    be: Any, group: GroupSpec, mic_key: str | None, converge: Any, fast: bool = False, progress: Progress = _quiet
+) -> Report:
     """Measure every present member of `group`, align them, and verify.
 
     `converge(desired, at_once=...)` applies a spec. `fast` measures all members at once, each with its own
     uncorrelated probe fed straight into its delay element, instead of staggering one sweep through the group.
+    `progress(what, fraction done)` is told each step as it starts.
     """
     t0 = time.monotonic()
     method = "fast" if fast else "sweep"
@@ -158,14 +169,18 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
 
     residuals: dict[str, float] = {}
     length_s = SIGNAL_S
+    signal = "probes" if fast else "sweep"
     try:
+        progress(f"measuring {len(present)} speaker(s) with a {length_s:g} s {signal}", 0.05)
         found, latencies = await measure(length_s)
         if any(a.status == "not-heard" for a in found.values()):
             # Quiet speaker, loud room or a far microphone: a four times longer signal before giving up.
             length_s = LONG_SIGNAL_S
+            progress(f"a speaker was not heard: measuring again with a {length_s:g} s {signal}", 0.35)
             found, latencies = await measure(length_s)
         delays = solve(latencies) if latencies else {}
         if delays:
+            progress("aligned: measuring once more to verify", 0.6)
             if fast:
                 await apply(delays)
                 check, _ = await _pass_fast(be, group.name, mic, list(delays), rate, length_s)
@@ -194,8 +209,10 @@ async def calibrate(be: Any, group: GroupSpec, mic_key: str | None, converge: An
                 delays.get(m.speaker, old[m.speaker]),
                 a.snr_db,
                 residuals.get(m.speaker),
+                trace=a.trace,
             )
         )
+    progress("done", 1.0)
     report = Report(group.name, mic.name, tuple(results), time.monotonic() - t0, method=method, signal_s=length_s)
     if not report.verified:
         # What was heard after alignment contradicts the measurement: keep the delays the group had.

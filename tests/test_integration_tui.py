@@ -148,6 +148,95 @@ async def _create_trim_delete(room) -> None:  # type: ignore[no-untyped-def]
         await pilot.press("q")
 
 
+CAL_GROUP = "tui-cal"
+
+
+def test_create_from_two_and_calibrate_then_cancel(room, cli) -> None:  # type: ignore[no-untyped-def]
+    try:
+        asyncio.run(_create_and_calibrate(room))
+    finally:
+        cli("group", "delete", CAL_GROUP)
+
+
+async def _create_and_calibrate(room) -> None:  # type: ignore[no-untyped-def]
+    from pwgroup.config import config_path
+    from pwgroup.config import load as load_config
+    from pwgroup.tui.screens.calibrate import CalibrationScreen
+    from pwgroup.tui.widgets.trace import TracePlot
+
+    first, second = room.speakers[0].address, room.speakers[1].address
+    app = app_for(room)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = dash(app).query_one(SpeakersTable)
+        await until(pilot, lambda: {first, second} <= set(table.rows_shown), "the speakers")
+        for key in (first, second):
+            table.move_cursor(row=table.get_row_index(key))
+            await pilot.press("space")
+        await pilot.press("n", *CAL_GROUP, "enter")
+        await until(
+            pilot,
+            lambda: all((member_shown(app, CAL_GROUP, k) or ("",))[0] == "playing" for k in (first, second)),
+            "the new group playing",
+            timeout=30,
+        )
+        groups = dash(app).query_one(GroupsTable)
+        groups.focus()
+        groups.move_cursor(row=groups.get_row_index(row_key(CAL_GROUP)))
+        await pilot.press("k")
+        screen = app.screen
+        assert isinstance(screen, CalibrationScreen)
+        await until(pilot, lambda: screen.report is not None, "the measurement", timeout=90)
+        results = screen.query_one("#cal-results")
+        shown = {k: [str(c) for c in results.get_row(k)] for k in (first, second)}  # type: ignore[attr-defined]
+        assert all(row[1] == "ok" for row in shown.values()), shown
+        verdict = str(screen.query_one("#cal-verdict").render())
+        assert "within" in verdict, verdict
+        plots = list(screen.query(TracePlot))
+        assert len(plots) == 2 and all(len(p.trace) == 60 and max(p.trace) == 0.0 for p in plots)
+        # The hidden latencies differ by 50 ms, and the screen shows the delay that makes up for it.
+        report = {m.speaker: m for m in screen.report.members}
+        assert report[first].delay_ms - report[second].delay_ms == pytest.approx(
+            (room.hidden_latency_samples(second) - room.hidden_latency_samples(first)) * 1000 / RATE, abs=0.05
+        )
+        assert shown[first][3] == f"{report[first].delay_ms:.2f} ms"
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "back on the dashboard", timeout=30)
+        await until(pilot, lambda: f"group {CAL_GROUP} calibrated" in log_text(app), "the result logged")
+        saved = load_config(config_path(room.env)).groups[CAL_GROUP]
+        for key in (first, second):
+            member = saved.member(key)
+            assert member is not None and member.calibrated is not None
+            assert member.delay_ms == pytest.approx(report[key].delay_ms, abs=0.001)
+        lags = arrivals(room, CAL_GROUP, 2)
+        assert max(lags) - min(lags) <= 2, lags  # heard together on the truth channels
+
+        # Trim the first by 10 ms, measure again and cancel: the measurement takes the trim out again, and
+        # cancelling puts the configured delays (trim included) back in the graph, the config unchanged.
+        groups.move_cursor(row=groups.get_row_index(row_key(CAL_GROUP, first)))
+        await pilot.press("shift+right")
+        await until(pilot, lambda: "trim +10.0 ms" in log_text(app), "the trim")
+        trimmed = load_config(config_path(room.env)).groups[CAL_GROUP]
+
+        def applied() -> dict[str, float | None]:
+            state = layout.observe_group(room.dump(), CAL_GROUP)
+            return {m.speaker: m.delay_ms for m in state.members}
+
+        before = applied()
+        assert before[first] == pytest.approx(report[first].delay_ms + 10.0, abs=1000 / RATE)
+        await pilot.press("k")
+        screen = app.screen
+        assert isinstance(screen, CalibrationScreen)
+        await until(pilot, lambda: screen.report is not None, "the second measurement", timeout=90)
+        again = {m.speaker: m for m in screen.report.members}
+        assert again[first].delay_ms == pytest.approx(report[first].delay_ms, abs=0.05)  # the trim measured away
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "back on the dashboard", timeout=30)
+        await until(pilot, lambda: "cancelled" in log_text(app), "the cancel logged")
+        assert applied() == pytest.approx(before, abs=1000 / RATE)
+        assert load_config(config_path(room.env)).groups[CAL_GROUP] == trimmed
+        await pilot.press("q")
+
+
 def test_pulled_speaker_shows_absent_then_returns(room, group: str) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(_pulled(room, group))
 

@@ -29,6 +29,14 @@ def test_help_screen_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def
     assert snap_compare(make_app(), press=["question_mark"], terminal_size=(80, 24))
 
 
+def test_calibration_screen_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(make_app(), press=["k"], terminal_size=(80, 24))
+
+
+def test_calibration_screen_160x48(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(make_app(), press=["k"], terminal_size=(160, 48))
+
+
 def test_hostile_names_are_shown_literally() -> None:
     async def main() -> str:
         app = make_app()

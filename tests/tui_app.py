@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pwgroup.calibrate.session import MemberResult, Report
 from pwgroup.tui.app import PwgroupApp
 from pwgroup.tui.state import FixedSource, GroupRow, LogLine, MemberRow, Snapshot, SpeakerRow
 
@@ -51,9 +52,27 @@ def snapshot() -> Snapshot:
     return Snapshot("pipewire", None, speakers, groups, bluetooth=None)
 
 
+def _trace(reflection_ms: int, level_db: float) -> tuple[float, ...]:
+    """An impulse response as the estimator draws it: the arrival 5 ms in, one reflection, a noise floor."""
+    out = [-48.0 + (i * 7 % 5) for i in range(60)]
+    out[4], out[5], out[6] = -20.0, 0.0, -14.0
+    out[5 + reflection_ms] = level_db
+    return tuple(out)
+
+
+def calibration_report() -> Report:
+    members = (
+        MemberResult("AA:BB:CC:00:00:01", "ok", 212.31, 37.69, 41.2, 0.004, trace=_trace(9, -9.0)),
+        MemberResult("AA:BB:CC:00:00:02", "ok", 250.0, 0.0, 35.7, -0.006, trace=_trace(17, -15.0)),
+        MemberResult("AA:BB:CC:00:00:03", "absent", None, 40.0, None, None, source=None),
+    )
+    return Report("living-room", "usb-mic [bold]x[/]", members, 6.2, method="sweep", signal_s=0.5)
+
+
 def make_app(lost: str | None = None) -> PwgroupApp:
     lines = [LogLine("warning", f"group living-room: {HOSTILE[2]} went away; the others play on")]
-    return PwgroupApp(FixedSource(snapshot(), lines, lost=lost), clock=lambda: "12:00:00")
+    source = FixedSource(snapshot(), lines, lost=lost, report=calibration_report())
+    return PwgroupApp(source, clock=lambda: "12:00:00")
 
 
 if __name__ == "__main__":

@@ -52,11 +52,24 @@ class PwgroupApp(App[None]):
         yield SystemCommand("Trim -10 ms", "the member under the cursor", lambda: screen.action_trim(-10.0))
         for g in screen.snapshot.groups if screen.snapshot else ():
             yield SystemCommand(f"Delete group {g.name}", "and everything it made", _bind(screen, g.name))
+            for method, how in CALIBRATION_METHODS:
+                yield SystemCommand(f"Calibrate group {g.name} ({method})", how, _calibrate(screen, g.name, method))
         yield SystemCommand("Help", "every key of the dashboard", self.action_help)
 
 
 def _bind(screen: DashboardScreen, name: str) -> Callable[[], None]:
     return lambda: screen.action_delete_group(name)
+
+
+CALIBRATION_METHODS = (
+    ("sweep", "one sweep through the group, heard by the microphone"),
+    ("fast", "every member at once, each with its own probe"),
+    ("reported", "no microphone: what BlueZ or PipeWire report, a guess"),
+)
+
+
+def _calibrate(screen: DashboardScreen, name: str, method: str) -> Callable[[], None]:
+    return lambda: screen.action_calibrate(name, method)
 
 
 def run(env: dict[str, str] | None = None) -> int:

@@ -247,6 +247,7 @@ class LogLine:
 
 Update = StateUpdate | ServerLost | LogLine
 Publish = Callable[[Update], None]
+Progress = Callable[[str, float], None]  # a calibration's step, and the fraction done
 
 
 class Source(Protocol):
@@ -264,6 +265,10 @@ class Source(Protocol):
 
     async def close(self) -> None: ...
 
+    async def calibrate(self, group: str, progress: Progress, method: str | None = None) -> Any: ...
+
+    async def end_calibration(self, group: str, keep: bool) -> None: ...
+
 
 @dataclass
 class FixedSource:
@@ -273,6 +278,7 @@ class FixedSource:
     lines: Sequence[LogLine] = ()
     lost: str | None = None
     edits: list[tuple[Any, ...]] = field(default_factory=list)
+    report: Any = None  # what calibrate returns (a calibrate.session.Report)
 
     async def run(self, publish: Publish) -> None:
         publish(StateUpdate(self.snapshot))
@@ -296,6 +302,16 @@ class FixedSource:
 
     async def close(self) -> None:
         pass
+
+    async def calibrate(self, group: str, progress: Progress, method: str | None = None) -> Any:
+        self.edits.append(("calibrate", group, method))
+        if self.report is None:
+            raise PwgroupError("no microphone found: connect one")
+        progress("measuring", 0.5)
+        return self.report
+
+    async def end_calibration(self, group: str, keep: bool) -> None:
+        self.edits.append(("end calibration", group, keep))
 
 
 OpenBackend = Callable[[Mapping[str, str]], Any]
@@ -335,6 +351,7 @@ class LiveSource:
         self._kick = asyncio.Event()
         self._closed = False
         self._names: dict[str, str] = {}  # speakers' names as last seen, for members that are away
+        self._calibrations: dict[str, Any] = {}  # group -> edits.Calibration measured, not yet kept or discarded
         self._closing: tuple[Backend, asyncio.Future[None]] | None = None
 
     # ------------------------------------------------------------ observing
@@ -543,6 +560,47 @@ class LiveSource:
             finally:
                 self.refresh_now()
         return new
+
+    # ------------------------------------------------------------ calibration (as `pwgroup calibrate` runs it)
+    async def calibrate(self, group: str, progress: Progress, method: str | None = None) -> Any:
+        """Measure `group` and leave the result applied but unsaved (the group held from the daemon) until
+        end_calibration keeps or discards it."""
+        from pwgroup.edits import Calibration
+
+        be = self._need_backend()
+        if be.name != "pipewire":
+            raise UserError("calibration needs PipeWire for now: on PulseAudio trim the delays by ear")
+        config = load_config(config_path(self.env))
+        method = method or config.calibration.method
+        told: dict[str, float] = {}
+        if method == "reported" and self._bt is not None:
+            told = {d.address: d.transport.delay_ms for d in self._bt.devices() if d.transport and d.transport.delay_ms}
+        session = self._calibrations.get(group)
+        if session is None or session.method != method:
+            if session is not None:
+                session.release()
+            session = Calibration(be, config_path(self.env), group, method, None, told)
+        self._calibrations[group] = session
+        try:
+            return await session.measure(progress)
+        except BaseException:
+            self._calibrations.pop(group, None)
+            raise
+        finally:
+            self.refresh_now()
+
+    async def end_calibration(self, group: str, keep: bool) -> None:
+        session = self._calibrations.pop(group, None)
+        if session is None:
+            return
+        try:
+            if keep:
+                await session.keep()
+            else:
+                await session.discard()
+        finally:
+            session.release()
+            self.refresh_now()
 
 
 def now_text() -> str:

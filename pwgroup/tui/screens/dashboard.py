@@ -29,6 +29,7 @@ class DashboardScreen(Screen[None]):
         Binding("d", "delete_group", "Delete group"),
         Binding("c", "bluetooth('connect')", "Connect", show=False),  # in ? and the palette: 80 columns
         Binding("x", "bluetooth('disconnect')", "Disconnect", show=False),
+        Binding("k", "calibrate", "Calibrate"),
     ]
 
     def __init__(self) -> None:
@@ -173,3 +174,22 @@ class DashboardScreen(Screen[None]):
             lambda: self.pw_app.source.trim(group, speaker, delta),
             done,
         )
+
+    def action_calibrate(self, name: str | None = None, method: str | None = None) -> None:
+        """Open the calibration screen for the group under the cursor (or `name`)."""
+        from pwgroup.tui.screens.calibrate import CalibrationScreen
+
+        if name is None:
+            where = self.query_one(GroupsTable).current()
+            if where is None:
+                self.log_line("warning", "calibrate: move the cursor to a group in the groups panel")
+                return
+            name = where[0]
+        group = self.snapshot.group(name) if self.snapshot else None
+        names = {m.speaker: m.name for m in group.members} if group else {}
+
+        def ended(line: str | None) -> None:
+            if line:
+                self.log_line("info", line)
+
+        self.app.push_screen(CalibrationScreen(name, names, method), ended)

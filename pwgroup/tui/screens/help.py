@@ -16,6 +16,7 @@ HELP = [
     ("n", "new group from the marked speakers (or the one under the cursor)"),
     ("d", "delete the group under the cursor in the groups panel"),
     ("c / x", "connect / disconnect the speaker under the cursor (through BlueZ)"),
+    ("k", "calibrate the group under the cursor with the microphone (then a: apply, escape: cancel)"),
     ("+ / -", "trim the member under the cursor by 1 ms, while it plays"),
     ("right / left", "the same"),
     ("shift+right / shift+left", "trim by 10 ms"),

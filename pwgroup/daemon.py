@@ -59,7 +59,10 @@ async def run(config: Path | None, keep: bool, verbose: bool = False, env: Mappi
         verbose=verbose,
     )
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, supervisor.request_reload)
+    # SIGHUP is systemd's reload; SIGUSR1 is what CLI and dashboard edits send (a dashboard keeping the groups
+    # takes SIGUSR1 alone: its SIGHUP is the terminal going away).
+    for sig in (signal.SIGHUP, signal.SIGUSR1):
+        loop.add_signal_handler(sig, supervisor.request_reload)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, supervisor.request_stop)
     try:

@@ -28,12 +28,13 @@ def adopt(graph: Graph, name: str) -> GroupConfig | None:
 
 
 async def apply(be: Any, desired: GroupSpec | None, name: str, at_once: bool = False) -> None:
-    """Make group `name` in the graph match `desired`: the daemon does it when it runs (we wait for it)."""
+    """Make group `name` in the graph match `desired`: the session's reconciler does it when one runs (the
+    daemon, or a dashboard standing in for it), and we wait for it; else we do it here."""
     pid = daemon_pid(be.env)
     if pid is None:
         await converge(be, desired, name, at_once=at_once)
         return
-    os.kill(pid, signal.SIGHUP)
+    os.kill(pid, signal.SIGUSR1)
     await wait_applied(be, desired, name)
 
 

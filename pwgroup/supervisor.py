@@ -209,10 +209,10 @@ class DaemonLock:
         self.path = runtime_dir(env) / "daemon.lock"
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, attempts: int = 40) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        for _ in range(40):  # a CLI may be probing the lock for a moment
+        for _ in range(attempts):  # a CLI may be probing the lock for a moment
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
@@ -420,8 +420,10 @@ class Supervisor:
         open_backend: Callable[[], Awaitable[Backend]],
         keep: bool = False,
         verbose: bool = False,
+        announce: bool = True,
     ) -> None:
         self.config_path = config_path
+        self.announce = announce  # log members coming and going (the dashboard says that in its own words)
         self.env = dict(env)
         self.log = log
         self.open_backend = open_backend
@@ -587,14 +589,15 @@ class Supervisor:
             before = self._present.get((name, m.speaker))
             if before is not None and before != now:
                 if now:
+                    self.returned[m.speaker] = time.time()
+                    self._write_status()
+                if self.announce and now:
                     self.log(
                         "info",
                         f"group {name}: {m.speaker} returned; relinking it with its delay (its latency may have "
                         f"changed: 'pwgroup calibrate {name} --method fast' checks it)",
                     )
-                    self.returned[m.speaker] = time.time()
-                    self._write_status()
-                else:
+                elif self.announce:
                     self.log("info", f"group {name}: {m.speaker} went away; the others play on")
             self._present[(name, m.speaker)] = now
 

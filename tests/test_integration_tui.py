@@ -238,7 +238,32 @@ async def _create_and_calibrate(room) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_pulled_speaker_shows_absent_then_returns(room, group: str) -> None:  # type: ignore[no-untyped-def]
+    from pwgroup.supervisor import daemon_pid
+
     asyncio.run(_pulled(room, group))
+    assert daemon_pid(room.env) is None  # the dashboard let go of the session when it closed
+
+
+def test_cli_edits_reach_the_dashboard_keeping_the_groups(room, cli, group: str) -> None:  # type: ignore[no-untyped-def]
+    asyncio.run(_cli_edit(room, cli, group))
+
+
+async def _cli_edit(room, cli, group: str) -> None:  # type: ignore[no-untyped-def]
+    """The CLI finds the dashboard by the session's lock, signals it like the daemon, and waits for it."""
+    import os
+
+    from pwgroup.supervisor import daemon_pid
+
+    spk = room.speakers[0].address
+    app = app_for(room)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: daemon_pid(room.env) == os.getpid(), "the dashboard keeping the groups")
+        code, _out, err = await asyncio.to_thread(cli, "delay", "set", group, spk, "25")
+        assert code == 0, err
+        await until(pilot, lambda: member_shown(app, group, spk) == ("playing", "25.0 ms"), "the new delay shown")
+        applied = layout.observe_group(room.dump(), group).member(spk)
+        assert applied is not None and applied.delay_ms == pytest.approx(25.0, abs=1000 / RATE)
+        await pilot.press("q")
 
 
 async def _pulled(room, group: str) -> None:  # type: ignore[no-untyped-def]
@@ -254,9 +279,12 @@ async def _pulled(room, group: str) -> None:  # type: ignore[no-untyped-def]
             assert cell(speakers, pulled, 3) == "absent" and cell(speakers, pulled, 6) == group
         finally:
             room.connect(pulled)
-        # Without a daemon nothing relinks it; the dashboard shows it present again, and the log says so.
-        await until(pilot, lambda: (member_shown(app, group, pulled) or ("",))[0] in ("playing", "unlinked"), "back")
+        # No daemon runs: the dashboard keeps the groups while it is open, so it relinks the member itself.
+        await until(pilot, lambda: (member_shown(app, group, pulled) or ("",))[0] == "playing", "relinked")
         assert "returned" in log_text(app)
+        assert "this dashboard keeps the groups" in app.screen.sub_title
+        seen = layout.observe_group(room.dump(), group).member(pulled)
+        assert seen is not None and seen.linked
 
 
 def test_real_terminal_under_tmux(room, tmp_path) -> None:  # type: ignore[no-untyped-def]

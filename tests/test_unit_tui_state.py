@@ -130,7 +130,7 @@ def test_live_source_reports_a_lost_server_and_recovers_by_itself(tmp_path: Path
     updates: list[object] = []
 
     async def main() -> None:
-        source = LiveSource(env, bluetooth=False, open_backend=open_backend, poll_s=0.05, retry_s=0.01)
+        source = LiveSource(env, bluetooth=False, open_backend=open_backend, poll_s=0.05, retry_s=0.01, keep=False)
         task = asyncio.ensure_future(source.run(updates.append))
         while len(opened) < 2 or sum(isinstance(u, StateUpdate) for u in updates) < 4:
             await asyncio.sleep(0.01)

@@ -336,6 +336,7 @@ class LiveSource:
         open_backend: OpenBackend = _open_backend,
         poll_s: float = POLL_S,
         retry_s: float = RETRY_S,
+        keep: bool = True,
     ) -> None:
         self.env = dict(env)
         self.ask_bluetooth = bluetooth
@@ -352,11 +353,17 @@ class LiveSource:
         self._closed = False
         self._names: dict[str, str] = {}  # speakers' names as last seen, for members that are away
         self._calibrations: dict[str, Any] = {}  # group -> edits.Calibration measured, not yet kept or discarded
+        self.keep = keep  # while no daemon runs, keep the groups built here (tui.keeper)
+        self._keeper: Any = None
         self._closing: tuple[Backend, asyncio.Future[None]] | None = None
 
     # ------------------------------------------------------------ observing
     async def run(self, publish: Publish) -> None:
         lost: str | None = None
+        if self.keep:
+            from pwgroup.tui.keeper import Keeper
+
+            self._keeper = Keeper(self.env, lambda level, text: publish(LogLine(level, text)), self._keeper_backend)
         try:
             while not self._closed:
                 try:
@@ -384,11 +391,17 @@ class LiveSource:
                 self._bt.close()
                 self._bt = None
 
+    async def _keeper_backend(self) -> Backend:
+        be: Backend = await self._open_backend(self.env)
+        return be
+
     async def close(self) -> None:
         """Stop watching, and end the watcher process before the event loop goes (a cancelled worker's own
         cleanup is not waited for when an app exits)."""
         self._closed = True
         self._kick.set()
+        if self._keeper is not None:
+            await self._keeper.stop()
         if self.backend is not None:
             await self._drop(self.backend)
         if self._bt is not None:
@@ -410,6 +423,8 @@ class LiveSource:
         while be.alive and not self._closed:
             serial = be.serial
             self._kick.clear()  # before the snapshot: an edit that ends while it is built asks for another
+            if self._keeper is not None:
+                self._keeper.try_start()
             await self._bluetooth()
             publish(StateUpdate(self.snapshot(be)))
             changed = asyncio.ensure_future(be.wait_changed(self.poll_s, since=serial))

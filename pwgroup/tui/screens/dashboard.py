@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -81,7 +82,12 @@ class DashboardScreen(Screen[None]):
         if (self.snapshot is None or self.snapshot.bluetooth != snap.bluetooth) and snap.bluetooth:
             self.log_line("warning", f"{snap.bluetooth}; showing the sound server's view only")
         self.snapshot = snap
-        daemon = f"daemon pid {snap.daemon} applies edits" if snap.daemon else "no daemon: edits applied here"
+        if snap.daemon is None:
+            daemon = "no daemon: edits applied here"
+        elif snap.daemon == os.getpid():
+            daemon = "no daemon: this dashboard keeps the groups while it is open"
+        else:
+            daemon = f"daemon pid {snap.daemon} applies edits"
         self.sub_title = f"{snap.backend} · {daemon}"
         self.query_one(SpeakersTable).show(snap.speakers)
         self.query_one(GroupsTable).show(snap.groups)

@@ -738,6 +738,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Play several Bluetooth speakers as one, in sync. With no command, in a terminal: the dashboard.",
     )
     p.add_argument("--version", action="version", version=f"pwgroup {__version__}")
+    p.add_argument(
+        "--ascii",
+        action="store_true",
+        help="the dashboard in plain ASCII (also PWGROUP_ASCII=1; the default where the locale is not UTF-8)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     sp = sub.add_parser("speakers", help="list speakers as PipeWire and BlueZ see them")
@@ -866,7 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None and args.command is None and sys.stdin.isatty() and sys.stdout.isatty():
         from pwgroup.tui.app import run as dashboard
 
-        run = lambda _args: dashboard()  # noqa: E731
+        run = lambda args: dashboard(ascii_only=True if args.ascii else None)  # noqa: E731
     if run is None:
         parser.print_help()
         return EXIT_USER

@@ -115,3 +115,35 @@ def test_palette_runs_the_actions() -> None:
 
     source = asyncio.run(main())
     assert source.edits == [("trim", "living-room", "AA:BB:CC:00:00:01", -10.0), ("delete", "living-room")]
+
+
+def _screen_text(svg: str) -> str:
+    """The characters an SVG screenshot draws (its <text> runs), entities decoded."""
+    return "".join(html.unescape(t) for t in re.findall(r"<text [^>]*>(.*?)</text>", svg)).replace("\xa0", " ")
+
+
+def test_ascii_mode_draws_nothing_but_ascii() -> None:
+    """--ascii (or a locale that is not UTF-8): every screen is drawn with plain ASCII, names included."""
+    from tui_app import calibration_report, snapshot
+
+    from pwgroup.tui.app import PwgroupApp
+    from pwgroup.tui.state import FixedSource
+
+    async def run() -> list[str]:
+        shots = []
+        for size in ((80, 24), (160, 48)):
+            for keys in ([], ["question_mark"], ["n"], ["k"]):  # dashboard, help, a dialog, calibration
+                app = PwgroupApp(FixedSource(snapshot(), report=calibration_report()), ascii_only=True)
+                async with app.run_test(size=size) as pilot:
+                    await pilot.pause()  # the fixed snapshot shown
+                    await pilot.press(*keys)
+                    await pilot.pause()
+                    shots.append(_screen_text(app.export_screenshot()))
+        return shots
+
+    shots = asyncio.run(run())
+    for shot in shots:
+        odd = sorted({c for c in shot if not c.isascii()})
+        assert not odd, odd
+    assert any("Impulse responses" in s and "@" in s for s in shots)  # the calibration plot, in ASCII
+    assert any("Kitchen" in s for s in shots)

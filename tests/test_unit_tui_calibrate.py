@@ -76,3 +76,12 @@ def test_a_failed_measurement_says_why_and_offers_no_apply() -> None:
             assert isinstance(app.screen, DashboardScreen)
 
     asyncio.run(run())
+
+
+def test_ascii_mode_follows_the_locale_unless_told() -> None:
+    from pwgroup.tui.app import wants_ascii
+
+    assert not wants_ascii({"LANG": "en_US.UTF-8"}) and not wants_ascii({"LC_ALL": "de_DE.utf8", "LANG": "C"})
+    assert wants_ascii({"LANG": "C"}) and wants_ascii({}) and wants_ascii({"LC_CTYPE": "en_US.ISO-8859-1"})
+    assert wants_ascii({"LANG": "en_US.UTF-8", "PWGROUP_ASCII": "1"})
+    assert not wants_ascii({"LANG": "C", "PWGROUP_ASCII": "0"})

@@ -211,15 +211,16 @@ def test_health_says_reconnecting_needs_calibration_and_recheck() -> None:
 def test_no_command_opens_the_dashboard_only_in_a_terminal(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from pwgroup import cli
 
-    opened: list[bool] = []
-    monkeypatch.setattr("pwgroup.tui.app.run", lambda: opened.append(True) or 0)
+    opened: list[bool | None] = []
+    monkeypatch.setattr("pwgroup.tui.app.run", lambda ascii_only=None: opened.append(ascii_only) or 0)
     # Under pytest stdin is no terminal: help and exit 2, as before the dashboard (scripts keep their answer).
     assert cli.main([]) == 2
     assert "With no command, in a terminal: the dashboard" in " ".join(capsys.readouterr().out.split())
     assert opened == []
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    assert cli.main([]) == 0 and opened == [True]
+    assert cli.main([]) == 0 and opened == [None]  # ASCII or not: the locale decides
+    assert cli.main(["--ascii"]) == 0 and opened == [None, True]
 
 
 def test_the_data_layer_and_the_core_never_import_textual() -> None:

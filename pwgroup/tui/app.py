@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import ClassVar
 
+from rich.cells import cell_len
+from rich.segment import Segment
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.color import Color
+from textual.content import Content
+from textual.filter import LineFilter
 from textual.screen import Screen
+from textual.widgets import Header
 
 from pwgroup.tui.screens.dashboard import DashboardScreen
 from pwgroup.tui.screens.help import HelpScreen
@@ -22,16 +28,32 @@ class PwgroupApp(App[None]):
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
 
-    def __init__(self, source: Source, clock: Callable[[], str] = now_text) -> None:
+    def __init__(self, source: Source, clock: Callable[[], str] = now_text, ascii_only: bool = False) -> None:
         super().__init__()
         self.source = source
         self.clock = clock
+        self.ascii_only = ascii_only  # plain ASCII for terminals without Unicode: see wants_ascii
+
+        if ascii_only:
+            self._filters.append(AsciiOnly())  # Textual's post-render line filters: the last word on every cell
+
+    def on_mount(self) -> None:
+        self.set_class(self.ascii_only, "-ascii")
+
+    def header(self) -> Header:
+        """The screens' header, its icon plain in ASCII mode."""
+        return Header(icon="*" if self.ascii_only else None)
 
     def get_default_screen(self) -> Screen[None]:
         return DashboardScreen()
 
     async def on_unmount(self) -> None:
         await self.source.close()
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        return (
+            Content.assemble(title, (" - ", "dim"), Content(sub_title).stylize("dim")) if sub_title else Content(title)
+        )
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -72,11 +94,64 @@ def _calibrate(screen: DashboardScreen, name: str, method: str) -> Callable[[], 
     return lambda: screen.action_calibrate(name, method)
 
 
-def run(env: dict[str, str] | None = None) -> int:
+def wants_ascii(env: Mapping[str, str]) -> bool:
+    """PWGROUP_ASCII=1 or 0 decides; else plain ASCII unless the locale's character set is UTF-8."""
+    said = env.get("PWGROUP_ASCII", "").strip().lower()
+    if said in ("1", "yes", "true", "on"):
+        return True
+    if said in ("0", "no", "false", "off"):
+        return False
+    locale = env.get("LC_ALL") or env.get("LC_CTYPE") or env.get("LANG") or ""
+    return "utf-8" not in locale.lower() and "utf8" not in locale.lower()
+
+
+class _Ascii(dict[int, str]):
+    """A str.translate table: box drawing and blocks to their ASCII look-alikes, anything else non-ASCII to as
+    many '?' as the cells it takes (so every line keeps its width)."""
+
+    LOOKS: ClassVar[dict[str, str]] = {
+        "-": "─━═╌╍┄┅┈┉╴╶╸╺—–‒",
+        "|": "│┃║╎╏┆┇┊┋╵╷╹╻▏▕",
+        "+": "┌┐└┘├┤┬┴┼╭╮╰╯┏┓┗┛┣┫┳┻╋╔╗╚╝╠╣╦╩╬",
+        "#": "█▉▊▋▌▍▎▐▀▄▆▇▅▃▂▁▔▖▗▘▝▚▞▙▛▜▟■▪",
+        "~": "…",
+        ".": "·•",
+        "^": "▲↑",
+        "v": "▼↓",
+        "<": "◀←",
+        ">": "▶→",
+        "o": "⭘○●",
+        " ": "\xa0",
+    }
+
+    def __init__(self) -> None:
+        super().__init__({ord(c): plain for plain, chars in self.LOOKS.items() for c in chars})
+
+    def __missing__(self, code: int) -> str:
+        if code < 0x80:
+            return chr(code)
+        self[code] = "?" * cell_len(chr(code))
+        return self[code]
+
+
+class AsciiOnly(LineFilter):
+    """Every cell the dashboard draws in plain ASCII, whoever drew it (our widgets, Textual's, a name)."""
+
+    table = _Ascii()
+
+    def apply(self, segments: list[Segment], background: Color) -> list[Segment]:
+        return [
+            s if s.control or s.text.isascii() else Segment(s.text.translate(self.table), s.style, s.control)
+            for s in segments
+        ]
+
+
+def run(env: Mapping[str, str] | None = None, ascii_only: bool | None = None) -> int:
     """`pwgroup` with no command: the dashboard on the session's sound server."""
     import os
 
     from pwgroup.tui.state import LiveSource
 
-    PwgroupApp(LiveSource(os.environ if env is None else env)).run()
+    env = os.environ if env is None else env
+    PwgroupApp(LiveSource(env), ascii_only=wants_ascii(env) if ascii_only is None else ascii_only).run()
     return 0

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Label, ProgressBar, Static
+from textual.widgets import DataTable, Footer, Label, ProgressBar, Static
 
 from pwgroup.model import PwgroupError
 from pwgroup.text import safe_text
@@ -82,10 +82,10 @@ class CalibrationScreen(Screen[str | None]):
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield self.pw_app.header()
         with VerticalScroll(id="calibration"):
             yield Static(Text(f"Calibrating group {safe_text(self.group, 48)}", style="bold"), id="cal-title")
-            yield ProgressBar(total=1.0, show_eta=False, id="cal-progress")
+            yield ProgressBar(total=1.0, show_bar=not self.pw_app.ascii_only, show_eta=False, id="cal-progress")
             yield Label(Text("starting"), id="cal-status")
             table: DataTable[Text] = DataTable(cursor_type="row", id="cal-results")
             table.border_title = "Results"
@@ -137,7 +137,7 @@ class CalibrationScreen(Screen[str | None]):
         table.clear()
         plots = self.query_one("#cal-plots", VerticalScroll)
         plots.remove_children()
-        ascii_only = bool(getattr(self.app, "ascii_only", False))
+        ascii_only = self.pw_app.ascii_only
         for m in report.members:
             name = self.names.get(m.speaker, m.speaker)
             table.add_row(*result_cells(m, name), key=m.speaker)

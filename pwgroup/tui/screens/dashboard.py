@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Footer
 
 from pwgroup.model import PwgroupError
 from pwgroup.tui.messages import DataUpdate
@@ -42,7 +42,7 @@ class DashboardScreen(Screen[None]):
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield self.pw_app.header()
         yield Banner(id="banner")
         speakers = SpeakersTable(id="speakers")
         speakers.border_title = "Speakers"
@@ -88,7 +88,7 @@ class DashboardScreen(Screen[None]):
             daemon = "no daemon: this dashboard keeps the groups while it is open"
         else:
             daemon = f"daemon pid {snap.daemon} applies edits"
-        self.sub_title = f"{snap.backend} · {daemon}"
+        self.sub_title = f"{snap.backend}: {daemon}"
         self.query_one(SpeakersTable).show(snap.speakers)
         self.query_one(GroupsTable).show(snap.groups)
 

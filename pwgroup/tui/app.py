@@ -52,6 +52,7 @@ class PwgroupApp(App[None]):
         yield SystemCommand("Trim -10 ms", "the member under the cursor", lambda: screen.action_trim(-10.0))
         for g in screen.snapshot.groups if screen.snapshot else ():
             yield SystemCommand(f"Delete group {g.name}", "and everything it made", _bind(screen, g.name))
+        yield from _group_commands(screen)
         yield SystemCommand("Help", "every key of the dashboard", self.action_help)
 
 
@@ -67,3 +68,23 @@ def run(env: dict[str, str] | None = None) -> int:
 
     PwgroupApp(LiveSource(os.environ if env is None else env)).run()
     return 0
+
+
+def _group_commands(screen: DashboardScreen) -> Iterable[SystemCommand]:
+    """The palette's group editing entries: volume, role, members; mute and rename for each group."""
+    under = "the member under the cursor, or the group's sink on a group row"
+    yield SystemCommand("Volume +5%", under, lambda: screen.action_volume(0.05))
+    yield SystemCommand("Volume -5%", under, lambda: screen.action_volume(-0.05))
+    yield SystemCommand("Channel role", "the next of both, left, right, mono", screen.action_cycle_role)
+    yield SystemCommand("Add speaker to group", "the one under the cursor", screen.action_add_to_group)
+    yield SystemCommand("Remove member", "the one under the cursor, from its group", screen.action_remove_member)
+    for g in screen.snapshot.groups if screen.snapshot else ():
+        name = g.name
+        yield SystemCommand(
+            f"Mute or unmute group {name}", "its sink: every member", _act(screen.action_mute_group, name)
+        )
+        yield SystemCommand(f"Rename group {name}", "what apps show", _act(screen.action_rename_group, name))
+
+
+def _act(action: Callable[[str], None], name: str) -> Callable[[], None]:
+    return lambda: action(name)

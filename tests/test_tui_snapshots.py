@@ -107,3 +107,49 @@ def test_palette_runs_the_actions() -> None:
 
     source = asyncio.run(main())
     assert source.edits == [("trim", "living-room", "AA:BB:CC:00:00:01", -10.0), ("delete", "living-room")]
+
+
+def test_group_editing_keys_and_clicks_reach_the_source() -> None:
+    """Volume, role, mute, rename, add and remove by key, and the member strip's buttons by mouse."""
+    member = ("living-room", "AA:BB:CC:00:00:02")
+
+    async def main() -> tuple[FixedSource, str]:
+        app = make_app()
+        source = app.source
+        assert isinstance(source, FixedSource)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await pilot.press("down", "down", "down", "a")  # the fourth speaker, to the only group
+            groups = app.screen.query_one(GroupsTable)
+            groups.focus()
+            groups.move_cursor(row=groups.get_row_index(row_key(*member)))
+            await pilot.pause()
+            strip = str(app.screen.query_one("#member-name").render())
+            await pilot.press("right_square_bracket", "left_square_bracket", "o")
+            await pilot.click("#trim-minus-10")
+            await pilot.click("#trim-plus-1")
+            await pilot.click("#volume-up")
+            await pilot.click("#role")
+            assert groups.has_focus  # a click acts; the keyboard stays in the table
+            await pilot.press("delete", "y")
+            groups.move_cursor(row=groups.get_row_index(row_key("living-room")))
+            await pilot.press("right_square_bracket", "m", "r", *"Den", "enter")  # typing replaces the old one
+            await pilot.pause()
+        return source, strip
+
+    source, strip = asyncio.run(main())
+    assert strip == "Bath\\u202eroom\\u202… trim +0.0 ms"  # the name escaped, cut at 20 characters
+    assert source.edits == [
+        ("add", "living-room", "AA:BB:CC:00:00:04"),
+        ("volume", *member, 0.05),
+        ("volume", *member, -0.05),
+        ("channels", *member),
+        ("trim", *member, -10.0),
+        ("trim", *member, 1.0),
+        ("volume", *member, 0.05),
+        ("channels", *member),
+        ("remove", *member),
+        ("group-volume", "living-room", 0.05),
+        ("mute", "living-room"),
+        ("rename", "living-room", "Den"),
+    ]

@@ -279,3 +279,31 @@ async def _mouse_trim(room, first: str, second: str) -> None:  # type: ignore[no
         await asyncio.to_thread(player.wait)
         hidden = [room.hidden_latency_samples(k) for k in (first, second)]
         assert await asyncio.to_thread(arrivals, room, GROUP, 2) == [hidden[0] + round(0.019 * RATE), hidden[1]]
+
+
+# ---------------------------------------------------------------- the backends' part, on both servers
+
+
+def test_backends_set_and_read_back_a_group_sinks_volume_and_mute(sound_room, sound_group: str) -> None:  # type: ignore[no-untyped-def]
+    """What the dashboard's m and [ ] on a group row call: PipeWire's Props and PulseAudio's sink volume, read back
+    from each one's graph on the mixer scale (pavucontrol's percent)."""
+    from pwgroup.graph.select import open_backend
+
+    async def main() -> list[tuple[float | None, bool | None]]:
+        be, _ = await open_backend(sound_room.env)
+        seen = []
+        try:
+            for volume, mute in ((0.5, True), (1.0, False)):
+                sink = layout.observe_group(await be.refresh(), sound_group).sink
+                assert sink is not None
+                await be.set_sink_volume(sink.id, volume)
+                await be.set_sink_mute(sink.id, mute)
+                sink = layout.observe_group(await be.refresh(), sound_group).sink
+                assert sink is not None
+                seen.append((layout.sink_volume(sink), sink.mute))
+        finally:
+            await be.close()
+        return seen
+
+    seen = asyncio.run(main())
+    assert [(pytest.approx(v, abs=1e-3), m) for v, m in seen] == [(0.5, True), (1.0, False)]

@@ -153,3 +153,46 @@ def test_group_editing_keys_and_clicks_reach_the_source() -> None:
         ("mute", "living-room"),
         ("rename", "living-room", "Den"),
     ]
+
+
+def test_palette_runs_the_group_editing_actions() -> None:
+    member = ("living-room", "AA:BB:CC:00:00:01")
+
+    async def main() -> FixedSource:
+        app = make_app()
+        source = app.source
+        assert isinstance(source, FixedSource)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            groups = app.screen.query_one(GroupsTable)
+            groups.move_cursor(row=groups.get_row_index(row_key(*member)))
+            commands = [
+                ("Volume +5%", ()),
+                ("Channel role", ()),
+                ("Mute or unmute group living-room", ()),
+                ("Rename group living-room", ("D", "e", "n", "enter")),
+                ("Add speaker to group", ()),
+                ("Remove member", ("y",)),
+            ]
+            for words, then in commands:
+                await pilot.press("ctrl+p")
+                await pilot.pause(0.2)
+                await pilot.press(*words)
+                await pilot.pause(0.5)  # the palette searches in the background
+                await pilot.press("enter")
+                await pilot.pause(0.2)
+                if then:
+                    await pilot.press(*then)
+                    await pilot.pause(0.1)
+            await pilot.pause()
+        return source
+
+    source = asyncio.run(main())
+    assert source.edits == [
+        ("volume", *member, 0.05),
+        ("channels", *member),
+        ("mute", "living-room"),
+        ("rename", "living-room", "Den"),
+        ("add", "living-room", "AA:BB:CC:00:00:01"),  # the speaker under the speakers table's cursor
+        ("remove", *member),
+    ]

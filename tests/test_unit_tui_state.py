@@ -338,3 +338,28 @@ def test_volume_and_role_presses_fold_like_trim(tmp_path: Path, monkeypatch) -> 
     assert volumes == [0.95, 0.9, None, None]  # four presses, two edits
     assert roles == ["left", "mono", None]  # three presses, two edits: both -> left, then two steps at once
     assert [(m.volume, m.channels) for m in saved] == [(0.95, "both"), (0.9, "both"), (0.9, "left"), (0.9, "mono")]
+
+
+def test_mute_presses_fold_and_an_even_number_changes_nothing(tmp_path: Path) -> None:
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    calls: list[bool] = []
+
+    class MutingBackend(FakeBackend):
+        async def set_sink_mute(self, node_id: int, mute: bool) -> None:
+            calls.append(mute)
+            await asyncio.sleep(0.05)  # the server's round trip: more presses arrive meanwhile
+            old = self.graph.nodes[node_id]
+            self.graph.nodes[node_id] = Node(old.id, old.name, old.media_class, old.props, mute=mute)
+
+    async def main() -> list[bool | None]:
+        source = LiveSource(env, bluetooth=False)
+        source.backend = MutingBackend(env, life=100)  # type: ignore[assignment]
+        first = await asyncio.gather(*(source.group_mute("home") for _ in range(3)))
+        second = await asyncio.gather(*(source.group_mute("home") for _ in range(2)))
+        return [*first, *second]
+
+    results = asyncio.run(main())
+    # Three presses: the first mutes, the two made meanwhile fold into one edit that changes nothing. Two more:
+    # the first unmutes, the second (alone in its fold) mutes again.
+    assert calls == [True, False, True]
+    assert results == [True, True, None, False, True]

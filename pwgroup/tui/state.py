@@ -292,7 +292,7 @@ class Source(Protocol):
 
     async def group_volume(self, group: str, delta: float) -> float | None: ...
 
-    async def group_mute(self, group: str) -> bool: ...
+    async def group_mute(self, group: str) -> bool | None: ...
 
     async def rename_group(self, group: str, description: str) -> bool: ...
 
@@ -345,7 +345,7 @@ class FixedSource:
         self.edits.append(("group-volume", group, delta))
         return None
 
-    async def group_mute(self, group: str) -> bool:
+    async def group_mute(self, group: str) -> bool | None:
         self.edits.append(("mute", group))
         return True
 
@@ -674,17 +674,20 @@ class LiveSource:
 
         return await self._fold(("group-volume", group), delta, run)
 
-    async def group_mute(self, group: str) -> bool:
+    async def group_mute(self, group: str) -> bool | None:
         """Mute the group sink, or unmute it: every member falls silent (its monitor follows its volume).
-        Returns whether it is muted now."""
-        async with self._edit_lock:
-            try:
-                be, sink = self._group_sink(group)
-                muted = not sink.mute
+        Presses made meanwhile fold: an even number of them changes nothing. Returns whether it is muted now,
+        or None when this press was folded into another's."""
+
+        async def run(presses: float) -> bool:
+            be, sink = self._group_sink(group)
+            muted = bool(sink.mute)
+            if round(presses) % 2:
+                muted = not muted
                 await be.set_sink_mute(sink.id, muted)
-                return muted
-            finally:
-                self.refresh_now()
+            return muted
+
+        return await self._fold(("mute", group), 1.0, run)
 
     async def rename_group(self, group: str, description: str) -> bool:
         """Change what apps call the group (the sink's description; the group's name stays). Returns whether

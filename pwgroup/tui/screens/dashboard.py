@@ -251,7 +251,7 @@ class DashboardScreen(Screen[None]):
         self._edit(
             f"mute group {group}",
             lambda: self.pw_app.source.group_mute(group),
-            lambda muted: f"group {group} " + ("muted" if muted else "unmuted"),
+            lambda muted: None if muted is None else f"group {group} " + ("muted" if muted else "unmuted"),
         )
 
     def action_rename_group(self, name: str | None = None) -> None:

@@ -29,8 +29,9 @@ class DescriptionDialog(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(Text(f"Rename group {safe_text(self.group, 48)}: what should apps call it?"))
-            # The value of an Input is plain text, never markup.
-            yield Input(value=self.current, id="description")
+            # The value of an Input is plain text, never markup; control characters (from a sink made by hand)
+            # are shown, and kept, as visible escapes.
+            yield Input(value=safe_text(self.current, 256), id="description")
             yield Label(
                 Text("the group's name (and its sink pwgroup.NAME) stays; Enter to rename, Escape to cancel"),
                 classes="hint",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -63,12 +62,9 @@ async def _backend():  # type: ignore[no-untyped-def]
 
 
 def _resolve_speaker(graph: Any, text: str) -> str:
-    from pwgroup.graph import layout
+    from pwgroup.edits import resolve_speaker
 
-    spk = layout.find_speaker(graph, text)
-    if spk is None:
-        raise UserError(f"unknown speaker {safe_text(text, 60)!r}: run 'pwgroup speakers' to list them")
-    return spk.key
+    return resolve_speaker(graph, text)
 
 
 def _parse_delay(text: str) -> float:
@@ -296,53 +292,32 @@ async def cmd_group_create(args: argparse.Namespace) -> int:
 
 
 def _need(current: Any, name: str) -> Any:
-    if current is None:
-        raise UserError(f"no group named {name!r}: 'pwgroup status' lists the groups")
-    return current
+    from pwgroup.edits import need_group
+
+    return need_group(current, name)
 
 
 async def cmd_group_add(args: argparse.Namespace) -> int:
-    from pwgroup.config import MemberConfig
+    from pwgroup.edits import add_member
 
     name = check_group_name(args.name)
     delay = _parse_delay(args.delay) if args.delay is not None else 0.0
-
-    def edit(graph: Any, current: Any) -> Any:
-        group = _need(current, name)
-        key = _resolve_speaker(graph, args.speaker)
-        if group.member(key):
-            raise UserError(f"{safe_text(args.speaker, 60)!r} is already in group {name!r}")
-        return dataclasses.replace(group, members=(*group.members, MemberConfig(key, delay)))
-
-    await _edit_group(name, edit)
+    await _edit_group(name, add_member(name, args.speaker, delay))
     return EXIT_OK
 
 
 async def cmd_group_remove(args: argparse.Namespace) -> int:
+    from pwgroup.edits import remove_member
+
     name = check_group_name(args.name)
-
-    def edit(graph: Any, current: Any) -> Any:
-        group = _need(current, name)
-        key = _member_key(graph, group, args.speaker)
-        return dataclasses.replace(group, members=tuple(m for m in group.members if m.speaker != key))
-
-    await _edit_group(name, edit)
+    await _edit_group(name, remove_member(name, args.speaker))
     return EXIT_OK
 
 
 def _member_key(graph: Any, group: Any, text: str) -> str:
-    from pwgroup.graph import layout
-    from pwgroup.model import normalize_address
+    from pwgroup.edits import member_key
 
-    if group.member(text):
-        return text
-    addr = normalize_address(text)
-    if addr and group.member(addr):
-        return addr
-    spk = layout.find_speaker(graph, text)
-    if spk and group.member(spk.key):
-        return str(spk.key)
-    raise UserError(f"{safe_text(text, 60)!r} is not a member of group {group.name!r}")
+    return member_key(graph, group, text)
 
 
 async def cmd_group_delete(args: argparse.Namespace) -> int:

@@ -98,6 +98,9 @@ class Node:
     media_class: str
     props: Mapping[str, Any] = field(default_factory=dict)
     controls: Mapping[str, float] = field(default_factory=dict)
+    # Its own volume (Props channelVolumes: linear amplitude per channel) and mute, where the server says.
+    channel_volumes: tuple[float, ...] = ()
+    mute: bool | None = None
 
     @property
     def description(self) -> str:

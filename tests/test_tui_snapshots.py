@@ -147,3 +147,92 @@ def test_ascii_mode_draws_nothing_but_ascii() -> None:
         assert not odd, odd
     assert any("Impulse responses" in s and "@" in s for s in shots)  # the calibration plot, in ASCII
     assert any("Kitchen" in s for s in shots)
+
+
+def test_group_editing_keys_and_clicks_reach_the_source() -> None:
+    """Volume, role, mute, rename, add and remove by key, and the member strip's buttons by mouse."""
+    member = ("living-room", "AA:BB:CC:00:00:02")
+
+    async def main() -> tuple[FixedSource, str]:
+        app = make_app()
+        source = app.source
+        assert isinstance(source, FixedSource)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await pilot.press("down", "down", "down", "a")  # the fourth speaker, to the only group
+            groups = app.screen.query_one(GroupsTable)
+            groups.focus()
+            groups.move_cursor(row=groups.get_row_index(row_key(*member)))
+            await pilot.pause()
+            strip = str(app.screen.query_one("#member-name").render())
+            await pilot.press("right_square_bracket", "left_square_bracket", "o")
+            await pilot.click("#trim-minus-10")
+            await pilot.click("#trim-plus-1")
+            await pilot.click("#volume-up")
+            await pilot.click("#role")
+            assert groups.has_focus  # a click acts; the keyboard stays in the table
+            await pilot.press("delete", "y")
+            groups.move_cursor(row=groups.get_row_index(row_key("living-room")))
+            await pilot.press("right_square_bracket", "m", "r", *"Den", "enter")  # typing replaces the old one
+            await pilot.pause()
+        return source, strip
+
+    source, strip = asyncio.run(main())
+    assert strip == "Bath\\u202eroom\\u202… trim +0.0 ms"  # the name escaped, cut at 20 characters
+    assert source.edits == [
+        ("add", "living-room", "AA:BB:CC:00:00:04"),
+        ("volume", *member, 0.05),
+        ("volume", *member, -0.05),
+        ("channels", *member),
+        ("trim", *member, -10.0),
+        ("trim", *member, 1.0),
+        ("volume", *member, 0.05),
+        ("channels", *member),
+        ("remove", *member),
+        ("group-volume", "living-room", 0.05),
+        ("mute", "living-room"),
+        ("rename", "living-room", "Den"),
+    ]
+
+
+def test_palette_runs_the_group_editing_actions() -> None:
+    member = ("living-room", "AA:BB:CC:00:00:01")
+
+    async def main() -> FixedSource:
+        app = make_app()
+        source = app.source
+        assert isinstance(source, FixedSource)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            groups = app.screen.query_one(GroupsTable)
+            groups.move_cursor(row=groups.get_row_index(row_key(*member)))
+            commands = [
+                ("Volume +5%", ()),
+                ("Channel role", ()),
+                ("Mute or unmute group living-room", ()),
+                ("Rename group living-room", ("D", "e", "n", "enter")),
+                ("Add speaker to group", ()),
+                ("Remove member", ("y",)),
+            ]
+            for words, then in commands:
+                await pilot.press("ctrl+p")
+                await pilot.pause(0.2)
+                await pilot.press(*words)
+                await pilot.pause(0.5)  # the palette searches in the background
+                await pilot.press("enter")
+                await pilot.pause(0.2)
+                if then:
+                    await pilot.press(*then)
+                    await pilot.pause(0.1)
+            await pilot.pause()
+        return source
+
+    source = asyncio.run(main())
+    assert source.edits == [
+        ("volume", *member, 0.05),
+        ("channels", *member),
+        ("mute", "living-room"),
+        ("rename", "living-room", "Den"),
+        ("add", "living-room", "AA:BB:CC:00:00:01"),  # the speaker under the speakers table's cursor
+        ("remove", *member),
+    ]

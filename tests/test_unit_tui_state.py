@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from pwgroup.bluez.view import join
 from pwgroup.config import Config, GroupConfig, MemberConfig
 from pwgroup.graph import layout
@@ -232,3 +234,133 @@ def test_the_data_layer_and_the_core_never_import_textual() -> None:
         "sys.exit('textual' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
+
+
+# ---------------------------------------------------------------- group editing: volume, role, mute, name
+
+
+def test_snapshot_shows_member_volume_role_and_the_group_sinks_volume_and_mute() -> None:
+    g = room_graph()
+    sink = g.nodes[10]
+    g.nodes[10] = Node(sink.id, sink.name, sink.media_class, sink.props, channel_volumes=(0.125, 0.125), mute=True)
+    members = (MemberConfig(A, volume=0.8, channels="left"), MemberConfig(B))
+    cfg = Config(groups={"home": GroupConfig("home", "Home at last", members)})
+    s = build_snapshot(g, cfg, join(speakers_in(g), None), "pipewire")
+    home = s.group("home")
+    assert home is not None
+    assert home.volume == pytest.approx(0.5)  # the mixer scale: the cube root of the linear 0.125
+    assert home.muted is True
+    assert home.description == "pwgroup.home"  # what apps see now: the sink has no description of its own
+    assert home.wanted_description == "Home at last"  # the config's, until the sink is built again
+    a, b = home.members
+    assert (a.volume, a.channels, a.gain) == (0.8, "left", 1.0)  # gain: as the graph applies it
+    assert (b.volume, b.channels) == (1.0, "both")
+
+
+def test_a_group_only_the_graph_knows_shows_the_applied_gain_as_volume() -> None:
+    g = room_graph()
+    s = build_snapshot(g, Config(), join(speakers_in(g), None), "pipewire")
+    home = s.group("home")
+    assert home is not None and home.volume is None and home.muted is None and home.wanted_description is None
+    assert [(m.volume, m.channels) for m in home.members] == [(1.0, None), (1.0, None)]
+
+
+def test_channel_roles_cycle_and_volume_steps_stay_in_range() -> None:
+    from pwgroup.edits import next_channels, step_volume
+
+    assert [next_channels(c) for c in ("both", "left", "right", "mono")] == ["left", "right", "mono", "both"]
+    assert next_channels("nonsense") == "both"
+    assert step_volume(1.0, 0.05) == 1.05
+    assert step_volume(1.48, 0.05) == 1.5 and step_volume(0.02, -0.05) == 0.0
+    assert step_volume(0.9, 0.2, top=1.0) == 1.0
+    v = 1.0
+    for _ in range(7):
+        v = step_volume(v, -0.05)
+    assert v == 0.65  # whole percent: no float drift after many presses
+
+
+def test_descriptions_are_checked_and_apps_playing_are_counted() -> None:
+    from pwgroup.edits import apps_playing_to, check_description
+    from pwgroup.model import Link, UserError
+
+    assert check_description("  Den  ") == "Den"
+    for bad in ("", "   ", "x" * 257):
+        with pytest.raises(UserError):
+            check_description(bad)
+    g = room_graph()
+    sink = g.nodes[10]
+    assert apps_playing_to(g, sink) == 0
+    g.nodes[20] = Node(20, "firefox", "Stream/Output/Audio", {"application.name": "Firefox"})
+    g.links[30] = Link(30, 20, 200, 10, 100)  # the app into the sink
+    g.links[31] = Link(31, 10, 101, 11, 110)  # the sink's monitor into a member: not an app
+    assert apps_playing_to(g, sink) == 1
+
+
+def test_pw_dump_props_give_a_nodes_own_volume_and_mute() -> None:
+    from pwgroup.graph import pwdump
+
+    node = {
+        "id": 59,
+        "type": "PipeWire:Interface:Node",
+        "info": {
+            "props": {"node.name": "pwgroup.exp", "media.class": "Audio/Sink"},
+            "params": {"Props": [{"volume": 1.0, "mute": True, "channelVolumes": [0.125, 0.25], "params": []}]},
+        },
+    }
+    g = Graph()
+    pwdump.apply(g, [node])
+    assert g.nodes[59].channel_volumes == (0.125, 0.25) and g.nodes[59].mute is True
+    assert layout.sink_volume(g.nodes[59]) == pytest.approx(0.25 ** (1 / 3))
+    assert layout.linear_volume(0.5) == 0.125
+    # An update without Props (a property change) keeps what was known.
+    pwdump.apply(g, [{**node, "info": {"props": node["info"]["props"]}}])  # type: ignore[index]
+    assert g.nodes[59].channel_volumes == (0.125, 0.25) and g.nodes[59].mute is True
+
+
+def test_volume_and_role_presses_fold_like_trim(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    saved: list[MemberConfig] = []
+
+    async def slow_edit_group(be, cfg, name, edit):  # type: ignore[no-untyped-def]
+        current = GroupConfig(name, name, (saved[-1] if saved else MemberConfig(A),))
+        saved.append(edit(be.graph, current).member(A))
+        await asyncio.sleep(0.05)
+
+    monkeypatch.setattr("pwgroup.edits.edit_group", slow_edit_group)
+
+    async def main() -> tuple[list[float | None], list[str | None]]:
+        source = LiveSource(env, bluetooth=False)
+        source.backend = FakeBackend(env, life=100)  # type: ignore[assignment]
+        volumes = await asyncio.gather(*(source.member_volume("home", A, d) for d in (-0.05, -0.05, -0.05, 0.05)))
+        roles = await asyncio.gather(*(source.cycle_channels("home", A) for _ in range(3)))
+        return list(volumes), list(roles)
+
+    volumes, roles = asyncio.run(main())
+    assert volumes == [0.95, 0.9, None, None]  # four presses, two edits
+    assert roles == ["left", "mono", None]  # three presses, two edits: both -> left, then two steps at once
+    assert [(m.volume, m.channels) for m in saved] == [(0.95, "both"), (0.9, "both"), (0.9, "left"), (0.9, "mono")]
+
+
+def test_mute_presses_fold_and_an_even_number_changes_nothing(tmp_path: Path) -> None:
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    calls: list[bool] = []
+
+    class MutingBackend(FakeBackend):
+        async def set_sink_mute(self, node_id: int, mute: bool) -> None:
+            calls.append(mute)
+            await asyncio.sleep(0.05)  # the server's round trip: more presses arrive meanwhile
+            old = self.graph.nodes[node_id]
+            self.graph.nodes[node_id] = Node(old.id, old.name, old.media_class, old.props, mute=mute)
+
+    async def main() -> list[bool | None]:
+        source = LiveSource(env, bluetooth=False)
+        source.backend = MutingBackend(env, life=100)  # type: ignore[assignment]
+        first = await asyncio.gather(*(source.group_mute("home") for _ in range(3)))
+        second = await asyncio.gather(*(source.group_mute("home") for _ in range(2)))
+        return [*first, *second]
+
+    results = asyncio.run(main())
+    # Three presses: the first mutes, the two made meanwhile fold into one edit that changes nothing. Two more:
+    # the first unmutes, the second (alone in its fold) mutes again.
+    assert calls == [True, False, True]
+    assert results == [True, True, None, False, True]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pwgroup.calibrate.session import MemberResult, Report
 from pwgroup.tui.app import PwgroupApp
 from pwgroup.tui.state import FixedSource, GroupRow, LogLine, MemberRow, Snapshot, SpeakerRow
@@ -48,7 +50,12 @@ def snapshot() -> Snapshot:
             "reconnect: waiting 8 s",
         ),
     )
-    groups = (GroupRow("living-room", "Living room", True, True, members),)
+    # Group editing: volume and channel role per member, the group sink's own volume.
+    members = tuple(
+        replace(m, volume=v, channels=c, gain=v)
+        for m, v, c in zip(members, (0.8, 1.0, 1.2), ("both", "left", "mono"), strict=True)
+    )
+    groups = (GroupRow("living-room", "Living room", True, True, members, volume=0.7, muted=False),)
     return Snapshot("pipewire", None, speakers, groups, bluetooth=None)
 
 

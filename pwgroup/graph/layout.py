@@ -86,6 +86,19 @@ def applied_gain(node: Node) -> float | None:
     return max(c[GAIN_A], c[GAIN_B])
 
 
+def sink_volume(node: Node) -> float | None:
+    """A sink's own volume as mixers show it (pavucontrol's percent, wpctl's number): the cube root of its
+    loudest channel's linear amplitude; None when the server did not say."""
+    if not node.channel_volumes:
+        return None
+    return max(node.channel_volumes) ** (1.0 / 3.0)
+
+
+def linear_volume(volume: float) -> float:
+    """The linear amplitude of a mixer-scale volume (sink_volume's inverse)."""
+    return max(0.0, volume) ** 3
+
+
 def member_gain(volume: float, channels: str) -> float:
     """The element's gain: the member's volume, halved for a mono downmix (both channels summed into each)."""
     return volume * (0.5 if channels == "mono" else 1.0)

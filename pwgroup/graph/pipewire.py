@@ -322,6 +322,31 @@ class PipeWireBackend:
         active = layout.GAIN_A if c.get(layout.GAIN_A, 1.0) >= c.get(layout.GAIN_B, 0.0) else layout.GAIN_B
         await self.set_controls(node_id, {active: gain})
 
+    async def set_sink_volume(self, node_id: int, volume: float) -> None:
+        """A sink's own volume, on the mixer scale (sink_volume), on every channel: what pavucontrol's slider
+        does. A group sink's monitor follows it (monitor.channel-volumes), so every member does."""
+        node = self._graph.nodes.get(node_id)
+        if node is None:
+            raise BackendError(f"node {node_id} is gone")
+        linear = layout.linear_volume(volume)
+        count = len(node.channel_volumes) or 2
+        await self._pw_cli("set-param", str(node_id), "Props", spajson.dumps({"channelVolumes": [linear] * count}))
+        await self.wait_for(
+            lambda g: (
+                (n := g.nodes.get(node_id)) is None or all(abs(v - linear) < 1e-4 for v in n.channel_volumes or (-1.0,))
+            ),
+            2.0,
+            f"the volume of node {node_id}",
+        )
+
+    async def set_sink_mute(self, node_id: int, mute: bool) -> None:
+        if node_id not in self._graph.nodes:
+            raise BackendError(f"node {node_id} is gone")
+        await self._pw_cli("set-param", str(node_id), "Props", spajson.dumps({"mute": mute}))
+        await self.wait_for(
+            lambda g: (n := g.nodes.get(node_id)) is None or n.mute is mute, 2.0, f"the mute of node {node_id}"
+        )
+
     async def set_delay(self, node_id: int, delay_ms: float, at_once: bool = False) -> None:
         """Change a member's delay while audio plays: fill the idle line, then switch to it.
 

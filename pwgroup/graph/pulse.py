@@ -88,6 +88,8 @@ class PaSink:
     owner_module: int | None
     rate: int
     props: Mapping[str, str] = field(default_factory=dict)
+    volumes: tuple[float, ...] = ()  # pulsectl's values: PulseAudio's cubic scale, 1.0 = 100 %
+    mute: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,8 @@ def to_graph(snap: Snapshot) -> Graph:
         nid = sink_id(s.index)
         props = _bluez_props(s.props)
         props.update({"node.name": s.name, "node.description": s.description, "pulse.sink": s.index})
-        g.nodes[nid] = Node(nid, s.name, "Audio/Sink", props)
+        linear = tuple(layout.linear_volume(v) for v in s.volumes)
+        g.nodes[nid] = Node(nid, s.name, "Audio/Sink", props, channel_volumes=linear, mute=s.mute)
         for p in (*_ports(nid, s.channels, "in"), *_ports(nid, s.channels, "out", monitor=True)):
             g.ports[p.id] = p
         by_monitor[s.monitor_source] = s
@@ -419,6 +422,8 @@ class PulseBackend:
                     _owner(s),
                     int(s.sample_spec.rate),
                     _props(s),
+                    tuple(float(v) for v in getattr(s.volume, "values", ())),
+                    bool(s.mute),
                 )
             )
         for s in sources:
@@ -641,6 +646,34 @@ class PulseBackend:
     async def set_gain(self, node_id: int, gain: float) -> None:
         # Member records state no gain, so the reconciler never asks; volume is not built on PulseAudio yet.
         raise BackendError("member volume is not available on the PulseAudio backend yet")
+
+    def _sink_index(self, node_id: int) -> int:
+        kind, index = decode_node(node_id)
+        if kind != _SINK or all(s.index != index for s in self._snap.sinks):
+            raise BackendError(f"sink {node_id} is gone")
+        return index
+
+    async def set_sink_volume(self, node_id: int, volume: float) -> None:
+        """A sink's own volume on every channel; PulseAudio's scale is the mixer scale (sink_volume)."""
+        from pulsectl import PulseVolumeInfo
+
+        index = self._sink_index(node_id)
+        sink = next(s for s in self._snap.sinks if s.index == index)
+        async with self._server():
+            await self._pulse.sink_volume_set(index, PulseVolumeInfo(max(0.0, volume), len(sink.channels) or 2))
+        await self.wait_for(
+            lambda s: all(abs(v - volume) < 1e-3 for x in s.sinks if x.index == index for v in x.volumes),
+            2.0,
+            f"the volume of sink {index}",
+        )
+
+    async def set_sink_mute(self, node_id: int, mute: bool) -> None:
+        index = self._sink_index(node_id)
+        async with self._server():
+            await self._pulse.sink_mute(index, mute)
+        await self.wait_for(
+            lambda s: all(x.mute is mute for x in s.sinks if x.index == index), 2.0, f"the mute of sink {index}"
+        )
 
     def _reads(self, rec: Record) -> int:
         for so in self._snap.source_outputs:

@@ -39,6 +39,21 @@ def _controls(params: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def _volume(params: dict[str, Any]) -> tuple[tuple[float, ...], bool | None]:
+    """A node's own channelVolumes and mute, from its Props."""
+    volumes: tuple[float, ...] = ()
+    mute: bool | None = None
+    for entry in params.get("Props") or []:
+        if not isinstance(entry, dict):
+            continue
+        raw = entry.get("channelVolumes")
+        if isinstance(raw, list) and raw and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
+            volumes = tuple(float(v) for v in raw)
+        if isinstance(entry.get("mute"), bool):
+            mute = entry["mute"]
+    return volumes, mute
+
+
 def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
     """Apply a batch of pw-dump objects (a full dump or a monitor update) to `graph` in place."""
     for obj in objects:
@@ -61,12 +76,18 @@ def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
             old = graph.nodes.get(oid)
             params = info.get("params") or {}
             controls = _controls(params) if "Props" in params else (old.controls if old else {})
+            if "Props" in params:
+                volumes, mute = _volume(params)
+            else:
+                volumes, mute = (old.channel_volumes, old.mute) if old else ((), None)
             graph.nodes[oid] = Node(
                 id=oid,
                 name=str(props.get("node.name", "")),
                 media_class=str(props.get("media.class", "")),
                 props=props,
                 controls=controls,
+                channel_volumes=volumes,
+                mute=mute,
             )
         elif kind.endswith(":Client"):
             graph.clients[oid] = props

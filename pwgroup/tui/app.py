@@ -76,6 +76,7 @@ class PwgroupApp(App[None]):
             yield SystemCommand(f"Delete group {g.name}", "and everything it made", _bind(screen, g.name))
             for method, how in CALIBRATION_METHODS:
                 yield SystemCommand(f"Calibrate group {g.name} ({method})", how, _calibrate(screen, g.name, method))
+        yield from _group_commands(screen)
         yield SystemCommand("Help", "every key of the dashboard", self.action_help)
 
 
@@ -155,3 +156,23 @@ def run(env: Mapping[str, str] | None = None, ascii_only: bool | None = None) ->
     env = os.environ if env is None else env
     PwgroupApp(LiveSource(env), ascii_only=wants_ascii(env) if ascii_only is None else ascii_only).run()
     return 0
+
+
+def _group_commands(screen: DashboardScreen) -> Iterable[SystemCommand]:
+    """The palette's group editing entries: volume, role, members; mute and rename for each group."""
+    under = "the member under the cursor, or the group's sink on a group row"
+    yield SystemCommand("Volume +5%", under, lambda: screen.action_volume(0.05))
+    yield SystemCommand("Volume -5%", under, lambda: screen.action_volume(-0.05))
+    yield SystemCommand("Channel role", "the next of both, left, right, mono", screen.action_cycle_role)
+    yield SystemCommand("Add speaker to group", "the one under the cursor", screen.action_add_to_group)
+    yield SystemCommand("Remove member", "the one under the cursor, from its group", screen.action_remove_member)
+    for g in screen.snapshot.groups if screen.snapshot else ():
+        name = g.name
+        yield SystemCommand(
+            f"Mute or unmute group {name}", "its sink: every member", _act(screen.action_mute_group, name)
+        )
+        yield SystemCommand(f"Rename group {name}", "what apps show", _act(screen.action_rename_group, name))
+
+
+def _act(action: Callable[[str], None], name: str) -> Callable[[], None]:
+    return lambda: action(name)

@@ -7,19 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pwgroup.bluez.view import SpeakerView, join
 from pwgroup.config import MAX_DELAY_MS, Config, ConfigError, ConfigFile, GroupConfig, MemberConfig, config_path
 from pwgroup.config import load as load_config
 from pwgroup.graph import Backend, layout
-from pwgroup.model import Graph, PwgroupError, UserError, check_group_name, normalize_address, speakers_in
+from pwgroup.model import Graph, Node, PwgroupError, UserError, check_group_name, normalize_address, speakers_in
 
 # How often the view is rebuilt with no graph change (the config, the daemon and BlueZ change on their own).
 POLL_S = 2.0
 RETRY_S = 1.0  # between attempts to reach a lost sound server
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class MemberRow:
     trim_ms: float | None  # from the config (None: not in the config)
     wanted_ms: float | None  # the config's total (calibrated plus trim)
     health: str = ""  # "reconnect: waiting 8 s", "needs calibration", "re-check latency", joined by ", "
+    volume: float | None = None  # the config's (a linear gain, 1.0 = as played), else the graph's gain
+    channels: str | None = None  # the config's channel role: both | left | right | mono
+    gain: float | None = None  # the gain applied in the element's mixer (volume, halved for mono)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class GroupRow:
     built: bool
     in_config: bool
     members: tuple[MemberRow, ...] = ()
+    volume: float | None = None  # the group sink's own volume, on the mixer scale (pavucontrol's percent)
+    muted: bool | None = None
+    wanted_description: str | None = None  # the config's, while the sink still shows another
 
 
 @dataclass(frozen=True)
@@ -126,10 +133,25 @@ def build_snapshot(
                     trim_ms=cm.trim_ms if cm else None,
                     wanted_ms=cm.total_delay_ms if cm else None,
                     health=_health(key, present, cm, config, reconnect or {}, returned or {}, now),
+                    volume=cm.volume if cm else (m.gain if m else None),
+                    channels=cm.channels if cm else None,
+                    gain=m.gain if m else None,
                 )
             )
         description = state.sink.description if state.sink else (wanted.description if wanted else name)
-        groups.append(GroupRow(name, description, state.sink is not None, wanted is not None, tuple(rows)))
+        pending = wanted.description if wanted and state.sink and wanted.description != description else None
+        groups.append(
+            GroupRow(
+                name,
+                description,
+                state.sink is not None,
+                wanted is not None,
+                tuple(rows),
+                volume=layout.sink_volume(state.sink) if state.sink else None,
+                muted=state.sink.mute if state.sink else None,
+                wanted_description=pending,
+            )
+        )
     speakers: list[SpeakerRow] = []
     for v in views:
         key = v.address or v.node or v.name
@@ -268,6 +290,19 @@ class Source(Protocol):
     async def calibrate(self, group: str, progress: Progress, method: str | None = None) -> Any: ...
 
     async def end_calibration(self, group: str, keep: bool) -> None: ...
+    async def member_volume(self, group: str, speaker: str, delta: float) -> float | None: ...
+
+    async def cycle_channels(self, group: str, speaker: str) -> str | None: ...
+
+    async def group_volume(self, group: str, delta: float) -> float | None: ...
+
+    async def group_mute(self, group: str) -> bool | None: ...
+
+    async def rename_group(self, group: str, description: str) -> bool: ...
+
+    async def add_member(self, group: str, speaker: str) -> None: ...
+
+    async def remove_member(self, group: str, speaker: str) -> None: ...
 
 
 @dataclass
@@ -313,6 +348,32 @@ class FixedSource:
     async def end_calibration(self, group: str, keep: bool) -> None:
         self.edits.append(("end calibration", group, keep))
 
+    async def member_volume(self, group: str, speaker: str, delta: float) -> float | None:
+        self.edits.append(("volume", group, speaker, delta))
+        return None
+
+    async def cycle_channels(self, group: str, speaker: str) -> str | None:
+        self.edits.append(("channels", group, speaker))
+        return None
+
+    async def group_volume(self, group: str, delta: float) -> float | None:
+        self.edits.append(("group-volume", group, delta))
+        return None
+
+    async def group_mute(self, group: str) -> bool | None:
+        self.edits.append(("mute", group))
+        return True
+
+    async def rename_group(self, group: str, description: str) -> bool:
+        self.edits.append(("rename", group, description))
+        return True
+
+    async def add_member(self, group: str, speaker: str) -> None:
+        self.edits.append(("add", group, speaker))
+
+    async def remove_member(self, group: str, speaker: str) -> None:
+        self.edits.append(("remove", group, speaker))
+
 
 OpenBackend = Callable[[Mapping[str, str]], Any]
 
@@ -348,7 +409,7 @@ class LiveSource:
         self._bt_reason: str | None = "Bluetooth not asked" if not bluetooth else None
         self._bt_next = 0.0
         self._edit_lock = asyncio.Lock()
-        self._pending: dict[tuple[str, str], float] = {}
+        self._pending: dict[tuple[str, ...], float] = {}
         self._kick = asyncio.Event()
         self._closed = False
         self._names: dict[str, str] = {}  # speakers' names as last seen, for members that are away
@@ -508,10 +569,8 @@ class LiveSource:
         from pwgroup.edits import edit_group
 
         async with self._edit_lock:
-            be = self._need_backend()
-            cfg = ConfigFile.open(config_path(self.env))
             try:
-                return await edit_group(be, cfg, name, edit)
+                return await edit_group(self._need_backend(), ConfigFile.open(config_path(self.env)), name, edit)
             finally:
                 self.refresh_now()
 
@@ -545,36 +604,143 @@ class LiveSource:
         press was folded into another's edit."""
         from pwgroup.config import with_member_values
 
-        key = (group, speaker)
-        self._pending[key] = self._pending.get(key, 0.0) + delta_ms
-        new: float | None = None
-
-        def edit(graph: Graph, current: GroupConfig | None) -> GroupConfig:
-            nonlocal new
-            if current is None:
-                raise UserError(f"no group named {group!r}")
-            member = current.member(speaker)
-            if member is None:
-                raise UserError(f"{speaker} is not a member of group {group!r}")
-            new = round(min(MAX_DELAY_MS, max(-MAX_DELAY_MS, member.trim_ms + self._pending.pop(key, 0.0))), 3)
+        def change(current: GroupConfig, member: MemberConfig, total: float) -> GroupConfig:
+            new = round(min(MAX_DELAY_MS, max(-MAX_DELAY_MS, member.trim_ms + total)), 3)
             return with_member_values(current, speaker, trim_ms=new)
 
+        saved = await self._fold_member(("trim", group, speaker), group, speaker, delta_ms, change)
+        return saved.trim_ms if saved else None
+
+    async def _fold(self, key: tuple[str, ...], delta: float, run: Callable[[float], Awaitable[T]]) -> T | None:
+        """Presses that arrive while an edit runs add up under `key` and go in the next edit, as one: holding a
+        key never queues more edits than the graph can take. Returns what `run(total)` returns, or None when
+        this press was folded into another's edit. A refused or failed edit drops the presses folded into it;
+        presses that come while an edit converges stay pending for the next one."""
+        self._pending[key] = self._pending.get(key, 0.0) + delta
         async with self._edit_lock:
             if key not in self._pending:
                 return None
+            total = self._pending.pop(key)
             try:
-                from pwgroup.edits import edit_group
-
-                be = self._need_backend()
-                await edit_group(be, ConfigFile.open(config_path(self.env)), group, edit)
-            except BaseException:
-                # A refused or failed edit drops the presses folded into it; presses that come while an edit
-                # converges stay pending for the next one.
-                self._pending.pop(key, None)
-                raise
+                return await run(total)
             finally:
                 self.refresh_now()
-        return new
+
+    async def _fold_member(
+        self,
+        key: tuple[str, ...],
+        group: str,
+        speaker: str,
+        delta: float,
+        change: Callable[[GroupConfig, MemberConfig, float], GroupConfig],
+    ) -> MemberConfig | None:
+        """A folded edit of one member in config.toml, through the shared edit path; returns the saved member."""
+        from pwgroup.edits import edit_group
+
+        async def run(total: float) -> MemberConfig | None:
+            saved: MemberConfig | None = None
+
+            def edit(graph: Graph, current: GroupConfig | None) -> GroupConfig:
+                nonlocal saved
+                if current is None:
+                    raise UserError(f"no group named {group!r}")
+                member = current.member(speaker)
+                if member is None:
+                    raise UserError(f"{speaker} is not a member of group {group!r}")
+                wanted = change(current, member, total)
+                saved = wanted.member(speaker)
+                return wanted
+
+            await edit_group(self._need_backend(), ConfigFile.open(config_path(self.env)), group, edit)
+            return saved
+
+        return await self._fold(key, delta, run)
+
+    # ------------------------------------------------------------ group editing: volume, role, members, name
+    async def member_volume(self, group: str, speaker: str, delta: float) -> float | None:
+        """Change a member's volume (config.toml's linear gain, 0 to 1.5) by `delta`; the reconciler sets the
+        element's mixer gain. Folded like trim. Returns the new volume, or None when folded into another."""
+        from pwgroup.config import with_member_values
+        from pwgroup.edits import step_volume
+
+        def change(current: GroupConfig, member: MemberConfig, total: float) -> GroupConfig:
+            return with_member_values(current, speaker, volume=step_volume(member.volume, total))
+
+        saved = await self._fold_member(("volume", group, speaker), group, speaker, delta, change)
+        return saved.volume if saved else None
+
+    async def cycle_channels(self, group: str, speaker: str) -> str | None:
+        """The member's channel role one step on (both, left, right, mono); presses made meanwhile fold into
+        one edit that takes as many steps. Returns the new role, or None when folded into another."""
+        from pwgroup.config import with_member_values
+        from pwgroup.edits import next_channels
+
+        def change(current: GroupConfig, member: MemberConfig, total: float) -> GroupConfig:
+            role = member.channels
+            for _ in range(round(total) % 4):
+                role = next_channels(role)
+            return with_member_values(current, speaker, channels=role)
+
+        saved = await self._fold_member(("channels", group, speaker), group, speaker, 1.0, change)
+        return saved.channels if saved else None
+
+    def _group_sink(self, group: str) -> tuple[Backend, Node]:
+        be = self._need_backend()
+        sink = layout.observe_group(be.graph, group).sink
+        if sink is None:
+            raise UserError(f"group {group!r} has no sink now: its volume is the sink's own")
+        return be, sink
+
+    async def group_volume(self, group: str, delta: float) -> float | None:
+        """The group sink's own volume (what pavucontrol's slider for it sets), moved by `delta` on the mixer
+        scale and kept within 0 to 100 %. It is the sink's live state, not config.toml's: apps and mixers move
+        it too. Folded like trim. Returns the new volume, or None when folded into another press."""
+        from pwgroup.edits import step_volume
+
+        async def run(total: float) -> float:
+            be, sink = self._group_sink(group)
+            new = step_volume(layout.sink_volume(sink) or 1.0, total, top=1.0)
+            await be.set_sink_volume(sink.id, new)
+            return new
+
+        return await self._fold(("group-volume", group), delta, run)
+
+    async def group_mute(self, group: str) -> bool | None:
+        """Mute the group sink, or unmute it: every member falls silent (its monitor follows its volume).
+        Presses made meanwhile fold: an even number of them changes nothing. Returns whether it is muted now,
+        or None when this press was folded into another's."""
+
+        async def run(presses: float) -> bool:
+            be, sink = self._group_sink(group)
+            muted = bool(sink.mute)
+            if round(presses) % 2:
+                muted = not muted
+                await be.set_sink_mute(sink.id, muted)
+            return muted
+
+        return await self._fold(("mute", group), 1.0, run)
+
+    async def rename_group(self, group: str, description: str) -> bool:
+        """Change what apps call the group (the sink's description; the group's name stays). Returns whether
+        apps see it now: a sink that apps play to keeps its old one until it is next built (pwgroup.edits)."""
+        from pwgroup.edits import rename_group
+
+        async with self._edit_lock:
+            try:
+                cfg = ConfigFile.open(config_path(self.env))
+                return await rename_group(self._need_backend(), cfg, group, description)
+            finally:
+                self.refresh_now()
+
+    async def add_member(self, group: str, speaker: str) -> None:
+        from pwgroup.edits import add_member
+
+        await self._edit(group, add_member(group, speaker))
+
+    async def remove_member(self, group: str, speaker: str) -> None:
+        from pwgroup.edits import remove_member
+
+        await self._edit(group, remove_member(group, speaker))
 
     # ------------------------------------------------------------ calibration (as `pwgroup calibrate` runs it)
     async def calibrate(self, group: str, progress: Progress, method: str | None = None) -> Any:

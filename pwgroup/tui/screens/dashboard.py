@@ -12,12 +12,14 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from pwgroup.model import PwgroupError
+from pwgroup.text import safe_text
 from pwgroup.tui.messages import DataUpdate
 from pwgroup.tui.screens.dialogs import ConfirmDialog, NameDialog
 from pwgroup.tui.state import LogLine, ServerLost, Snapshot, StateUpdate, Update, events_between
 from pwgroup.tui.widgets.banner import Banner
 from pwgroup.tui.widgets.events import EventLog
 from pwgroup.tui.widgets.groups import GroupsTable
+from pwgroup.tui.widgets.member import MemberStrip
 from pwgroup.tui.widgets.speakers import SpeakersTable
 
 if TYPE_CHECKING:
@@ -31,6 +33,9 @@ class DashboardScreen(Screen[None]):
         Binding("c", "bluetooth('connect')", "Connect", show=False),  # in ? and the palette: 80 columns
         Binding("x", "bluetooth('disconnect')", "Disconnect", show=False),
         Binding("k", "calibrate", "Calibrate"),
+        Binding("a", "add_to_group", "Add to group", show=False),
+        Binding("m", "mute_group", "Mute group", show=False),
+        Binding("r", "rename_group", "Rename group", show=False),
     ]
 
     def __init__(self) -> None:
@@ -50,6 +55,7 @@ class DashboardScreen(Screen[None]):
         groups = GroupsTable(id="groups")
         groups.border_title = "Groups"
         yield groups
+        yield MemberStrip(id="member-strip")
         log = EventLog(self.pw_app.clock, id="events")
         log.border_title = "Events"
         yield log
@@ -91,6 +97,7 @@ class DashboardScreen(Screen[None]):
         self.sub_title = f"{snap.backend}: {daemon}"
         self.query_one(SpeakersTable).show(snap.speakers)
         self.query_one(GroupsTable).show(snap.groups)
+        self._show_member()
 
     def log_line(self, level: str, text: str) -> None:
         self.query_one(EventLog).add(level, text)
@@ -199,3 +206,147 @@ class DashboardScreen(Screen[None]):
                 self.log_line("info", line)
 
         self.app.push_screen(CalibrationScreen(name, names, method), ended)
+
+    # ------------------------------------------------------------ group editing: volume, role, mute, name, members
+    def _member_here(self, what: str) -> tuple[str, str, str] | None:
+        """(group, member key, name) under the groups cursor, or None with a word in the log."""
+        where = self.query_one(GroupsTable).current()
+        if where is None or where[1] is None:
+            self.log_line("warning", f"move the cursor to a group member to {what}")
+            return None
+        member = self.snapshot.member(where[0], where[1]) if self.snapshot else None
+        return where[0], where[1], member.name if member else where[1]
+
+    def _group_here(self, name: str | None, what: str) -> str | None:
+        if name is not None:
+            return name
+        where = self.query_one(GroupsTable).current()
+        if where is None:
+            self.log_line("warning", f"no group under the cursor: move to one in the groups panel to {what}")
+            return None
+        return where[0]
+
+    def _show_member(self) -> None:
+        where = self.query_one(GroupsTable).current()
+        member = None
+        if where is not None and where[1] is not None and self.snapshot is not None:
+            member = self.snapshot.member(where[0], where[1])
+        self.query_one(MemberStrip).show(member)
+
+    def on_data_table_row_highlighted(self, event: GroupsTable.RowHighlighted) -> None:
+        if isinstance(event.data_table, GroupsTable):
+            self._show_member()
+
+    def action_volume(self, delta: float) -> None:
+        """Volume of the member under the groups cursor (config.toml), or of the group's sink on a group row."""
+        where = self.query_one(GroupsTable).current()
+        if where is None:
+            self.log_line("warning", "move the cursor to a group or a member to change its volume")
+            return
+        group, speaker = where
+        if speaker is None:
+            self._edit(
+                f"group {group} volume",
+                lambda: self.pw_app.source.group_volume(group, delta),
+                lambda v: None if v is None else f"group {group}: volume {v * 100:.0f}%",
+            )
+            return
+        member = self.snapshot.member(group, speaker) if self.snapshot else None
+        name = member.name if member else speaker
+        self._edit(
+            f"volume of {name}",
+            lambda: self.pw_app.source.member_volume(group, speaker, delta),
+            lambda v: None if v is None else f"group {group}: {name} volume {v * 100:.0f}%",
+        )
+
+    def action_cycle_role(self) -> None:
+        here = self._member_here("change its channel role")
+        if here is None:
+            return
+        group, speaker, name = here
+        self._edit(
+            f"channel role of {name}",
+            lambda: self.pw_app.source.cycle_channels(group, speaker),
+            lambda role: None if role is None else f"group {group}: {name} plays {role}",
+        )
+
+    def action_mute_group(self, name: str | None = None) -> None:
+        group = self._group_here(name, "mute it")
+        if group is None:
+            return
+        self._edit(
+            f"mute group {group}",
+            lambda: self.pw_app.source.group_mute(group),
+            lambda muted: None if muted is None else f"group {group} " + ("muted" if muted else "unmuted"),
+        )
+
+    def action_rename_group(self, name: str | None = None) -> None:
+        from pwgroup.tui.screens.group_dialogs import DescriptionDialog
+
+        group = self._group_here(name, "rename it")
+        if group is None:
+            return
+        row = self.snapshot.group(group) if self.snapshot else None
+        current = (row.wanted_description or row.description) if row else group
+
+        def rename(description: str | None) -> None:
+            if not description:
+                return
+
+            def done(now: bool) -> str:
+                if now:
+                    return f"group {group}: apps now see it as {description!r}"
+                return (
+                    f"group {group}: {description!r} saved; apps see it once the group's sink is built again "
+                    "(apps play to it now: re-creating it would cut them)"
+                )
+
+            self._edit(f"rename group {group}", lambda: self.pw_app.source.rename_group(group, description), done)
+
+        self.app.push_screen(DescriptionDialog(group, current), rename)
+
+    def action_add_to_group(self) -> None:
+        """Add the speaker under the cursor in the speakers table to a group (asked for when there are several)."""
+        from pwgroup.tui.screens.group_dialogs import GroupChoiceDialog
+
+        row = self.query_one(SpeakersTable).current_row()
+        if row is None:
+            self.log_line("warning", "move the cursor to a speaker in the speakers table to add it to a group")
+            return
+        names = [g.name for g in self.snapshot.groups] if self.snapshot else []
+        if not names:
+            self.log_line("warning", "no group yet: mark speakers with space and press n to make one")
+            return
+        key, name = row.key, row.name
+
+        def add(group: str | None) -> None:
+            if group:
+                self._edit(
+                    f"add {name} to group {group}",
+                    lambda: self.pw_app.source.add_member(group, key),
+                    lambda _: f"{name} added to group {group}",
+                )
+
+        if len(names) == 1:
+            add(names[0])
+            return
+        where = self.query_one(GroupsTable).current()
+        self.app.push_screen(
+            GroupChoiceDialog(f"Add {safe_text(name, 28)} to which group?", names, where[0] if where else None), add
+        )
+
+    def action_remove_member(self) -> None:
+        here = self._member_here("remove it from its group")
+        if here is None:
+            return
+        group, speaker, name = here
+
+        def remove(yes: bool | None) -> None:
+            if yes:
+                self._edit(
+                    f"remove {name} from group {group}",
+                    lambda: self.pw_app.source.remove_member(group, speaker),
+                    lambda _: f"{name} removed from group {group}",
+                )
+
+        self.app.push_screen(ConfirmDialog(f"Remove {safe_text(name, 28)} from group {safe_text(group, 48)}?"), remove)

@@ -1,5 +1,6 @@
-"""The groups panel: each group and under it its members, with their state and applied delay; the member under
-the cursor is what the delay keys trim."""
+"""The groups panel: each group and under it its members, with their state, applied delay, volume and channel
+role; the member under the cursor is what the delay, volume and role keys change, a group row's volume is the
+group sink's own."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from textual.widgets import DataTable
 from pwgroup.text import safe_text
 from pwgroup.tui.state import GroupRow, MemberRow
 
-COLUMNS = ("GROUP / MEMBER", "STATE", "DELAY", "TRIM", "HEALTH")
+# Most important first: at 80 columns the table scrolls sideways to the rest.
+COLUMNS = ("GROUP / MEMBER", "STATE", "DELAY", "TRIM", "VOLUME", "ROLE", "HEALTH")
 STATE_STYLE = {"playing": "green", "absent": "red", "unlinked": "yellow", "not built": "yellow"}
 
 
@@ -20,6 +22,25 @@ def _ms(value: float | None, signed: bool = False) -> Text:
     if value is None:
         return Text("-", justify="right")
     return Text(f"{value:+.1f} ms" if signed else f"{value:.1f} ms", justify="right")
+
+
+def _percent(value: float | None) -> Text:
+    return Text("-" if value is None else f"{value * 100:.0f}%", justify="right")
+
+
+def group_volume_text(g: GroupRow) -> Text:
+    """The group sink's own volume, or "muted" (its monitor, and so every member, is silent)."""
+    if g.muted:
+        return Text("muted", style="bold yellow", justify="right")
+    return _percent(g.volume)
+
+
+def group_note(g: GroupRow) -> Text:
+    """What apps call the group, and the description waiting for the sink to be built again."""
+    note = Text(f'apps see "{safe_text(g.description, 40)}"' if g.built else "")
+    if g.wanted_description is not None:
+        note += Text(f' ("{safe_text(g.wanted_description, 40)}" once rebuilt)', style="yellow")
+    return note
 
 
 def group_cells(g: GroupRow) -> list[Text]:
@@ -32,7 +53,9 @@ def group_cells(g: GroupRow) -> list[Text]:
         Text(state, style="" if g.built else "yellow"),
         Text(""),
         Text(""),
+        group_volume_text(g),
         Text(""),
+        group_note(g),
     ]
 
 
@@ -42,6 +65,8 @@ def member_cells(m: MemberRow) -> list[Text]:
         Text(m.state, style=STATE_STYLE.get(m.state, "")),
         _ms(m.delay_ms),
         _ms(m.trim_ms, signed=True),
+        _percent(m.volume),
+        Text(m.channels or "-"),
         Text(m.health, style="yellow" if m.health else ""),
     ]
 
@@ -57,6 +82,10 @@ class GroupsTable(DataTable[Text]):
         Binding("minus,left", "screen.trim(-1)", "Trim -1 ms", key_display="-"),
         Binding("shift+right", "screen.trim(10)", "+10 ms", show=False),
         Binding("shift+left", "screen.trim(-10)", "-10 ms", show=False),
+        Binding("right_square_bracket", "screen.volume(0.05)", "Volume +5%", show=False, key_display="]"),
+        Binding("left_square_bracket", "screen.volume(-0.05)", "Volume -5%", show=False, key_display="["),
+        Binding("o", "screen.cycle_role", "Channel role", show=False),
+        Binding("delete", "screen.remove_member", "Remove member", show=False),
     ]
 
     def __init__(self, **kwargs: object) -> None:

@@ -62,6 +62,17 @@ async def focus_member(pilot, app: PwgroupApp, speaker: str | None) -> GroupsTab
     return groups
 
 
+def applied(room) -> bool:  # type: ignore[no-untyped-def]
+    """The graph is what the config asks for: the screen shows the config as soon as it is saved, the graph
+    follows when the session's reconciler (the daemon, or this dashboard standing in for it) has run."""
+    from pwgroup.config import config_path
+    from pwgroup.config import load as load_config
+    from pwgroup.supervisor import reconcile
+
+    group = load_config(config_path(room.env)).groups.get(GROUP)
+    return group is not None and not reconcile(group.spec(), room.dump(), GROUP)
+
+
 def levels(room, seconds: float = 1.0) -> list[float]:  # type: ignore[no-untyped-def]
     """The energy (root of the sum of squares: whatever the recording's length) of the group's monitor and of its
     first two speakers' emissions, while a second of seeded noise plays into the group."""
@@ -93,16 +104,19 @@ async def _volume_and_role(room, first: str) -> None:  # type: ignore[no-untyped
         assert shown(app, key, VOLUME) == "100%" and shown(app, key, ROLE) == "both"
         await pilot.press("left_square_bracket", "left_square_bracket")
         await until(pilot, lambda: shown(app, key, VOLUME) == "90%", "90% shown")
+        await until(pilot, lambda: applied(room), "the graph converged")
         member = layout.observe_group(room.dump(), GROUP).member(first)
         assert member is not None and member.gain == pytest.approx(0.9)  # the element's mixer gain
         assert configured(room, first).volume == 0.9
 
         await pilot.press("o")  # both -> left: the monitor's left channel into both inputs
         await until(pilot, lambda: shown(app, key, ROLE) == "left", "left shown")
+        await until(pilot, lambda: applied(room), "the graph converged")
         assert feed_channels(room.dump(), first) == ({"FL"}, {"FL", "FR"})
         assert configured(room, first).channels == "left"
         await pilot.press("o", "o")  # left -> right -> mono: both channels summed, at half gain
         await until(pilot, lambda: shown(app, key, ROLE) == "mono", "mono shown")
+        await until(pilot, lambda: applied(room), "the graph converged")
         graph = room.dump()
         assert feed_channels(graph, first) == ({"FL", "FR"}, {"FL", "FR"})
         state = layout.observe_group(graph, GROUP)
@@ -111,6 +125,7 @@ async def _volume_and_role(room, first: str) -> None:  # type: ignore[no-untyped
         assert state.member(first).linked  # type: ignore[union-attr]
         await pilot.press("o")
         await until(pilot, lambda: shown(app, key, ROLE) == "both", "both again")
+        await until(pilot, lambda: applied(room), "the graph converged")
         assert feed_channels(room.dump(), first) == ({"FL", "FR"}, {"FL", "FR"})
         assert "plays both" in log_text(app) and "volume 90%" in log_text(app)
 

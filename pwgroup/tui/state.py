@@ -447,7 +447,7 @@ class LiveSource:
         from pwgroup.bluez.errors import BluetoothError
 
         try:
-            self._bt = await BluezClient.open(require_bluez=False)
+            self._bt = await BluezClient.open(require_bluez=False, env=self.env)
             self._bt_reason = None
         except BluetoothError as err:
             self._bt, self._bt_reason = None, err.message

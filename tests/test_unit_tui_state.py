@@ -309,7 +309,7 @@ def test_banner_lines_keep_every_problem() -> None:
     assert banner_lines("the sound server went away: reconnecting", lost) == [
         "sound server lost: the sound server went away: reconnecting",
         "config: config.toml:3: bad",
-        "Bluetooth lost: BlueZ (org.bluez) is not running; speakers shown from the sound server's side",
+        "Bluetooth lost: BlueZ (org.bluez) is not running",
     ]
 
 

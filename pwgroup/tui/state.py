@@ -612,8 +612,11 @@ class LiveSource:
                         last = rows
                     await bt.wait_changed(self.poll_s)
             finally:
-                with contextlib.suppress(BluetoothError):
-                    await bt.set_discovery(False)
+                # Shielded: the screen that ran this may be cancelled again while discovery stops.
+                stop = asyncio.ensure_future(bt.set_discovery(False))
+                stop.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even if not awaited
+                with contextlib.suppress(BluetoothError, asyncio.CancelledError):
+                    await asyncio.shield(stop)
 
     async def pair(self, address: str) -> None:
         """Pair, trust and connect a device found by a scan: `pwgroup pair` then `pwgroup connect`."""
@@ -674,7 +677,7 @@ def banner_lines(server_lost: str | None, snap: Snapshot | None) -> list[str]:
         lines.append(f"config: {snap.config_error}")
     if snap is not None and snap.bluetooth_lost and snap.bluetooth:
         reason = snap.bluetooth.removeprefix("Bluetooth control unavailable: ")
-        lines.append(f"Bluetooth lost: {reason}; speakers shown from the sound server's side")
+        lines.append(f"Bluetooth lost: {reason}")  # one line at 80 columns; the event log says the rest
     return lines
 
 

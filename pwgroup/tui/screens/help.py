@@ -16,6 +16,8 @@ HELP = [
     ("n", "new group from the marked speakers (or the one under the cursor)"),
     ("d", "delete the group under the cursor in the groups panel"),
     ("c / x", "connect / disconnect the speaker under the cursor (through BlueZ)"),
+    ("t / u", "trust / untrust the speaker under the cursor (a trusted one may connect by itself)"),
+    ("s", "scan: find speakers nearby; Enter pairs, trusts and connects one; Escape stops and closes"),
     ("+ / -", "trim the member under the cursor by 1 ms, while it plays"),
     ("right / left", "the same"),
     ("shift+right / shift+left", "trim by 10 ms"),

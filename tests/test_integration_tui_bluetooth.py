@@ -217,3 +217,28 @@ async def _bluez_lost(room) -> None:  # type: ignore[no-untyped-def]
         assert "Bluetooth lost" not in shown(app)
         await until(pilot, lambda: cell(table, address, STATE) == "connected", "BlueZ's view again")
         assert "Bluetooth back" in log_text(app)
+
+
+def test_scan_view_discovers_again_after_a_bluez_restart(room) -> None:  # type: ignore[no-untyped-def]
+    room.start_bluez()
+    try:
+        asyncio.run(_scan_restart(room))
+    finally:
+        room.start_bluez()
+
+
+async def _scan_restart(room) -> None:  # type: ignore[no-untyped-def]
+    app = app_for(room)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await bluez_ready(pilot, app, room.speakers[0].address)
+        await pilot.press("s")
+        found = app.screen.query_one(FoundTable)
+        await until(pilot, lambda: PHONE in found.rows_shown, "the phone heard")
+        await asyncio.to_thread(room.stop_bluez)
+        await until(pilot, lambda: not found.rows_shown, "nothing listed while BlueZ is away")
+        await asyncio.to_thread(room.start_bluez)
+        # A new bluetoothd knows no strangers: they come back only because the view asked it to discover again.
+        await until(pilot, lambda: PHONE in found.rows_shown, "the phone heard again")
+        assert (await fake_bluez(room, PHONE))[1]
+        await pilot.press("escape")
+        await until(pilot, lambda: "discovery stopped" in log_text(app), "the scan closed")

@@ -601,8 +601,16 @@ class LiveSource:
                 await bt.set_discovery(True)
             seen: set[str] = set()
             last: tuple[FoundRow, ...] | None = None
+            owner = bt.owner
             try:
                 while True:
+                    if not bt.available:
+                        owner = None
+                    elif bt.owner != owner and bt.adapters():
+                        # BlueZ restarted under us: a new bluetoothd discovers only if asked again.
+                        owner = bt.owner
+                        with contextlib.suppress(BluetoothError):
+                            await bt.set_discovery(True)
                     devices = bt.devices()
                     # BlueZ drops RSSI when discovery ends: remember who was seen in this scan.
                     seen |= {d.address for d in devices if d.rssi is not None}
@@ -615,7 +623,7 @@ class LiveSource:
                 # Shielded: the screen that ran this may be cancelled again while discovery stops.
                 stop = asyncio.ensure_future(bt.set_discovery(False))
                 stop.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even if not awaited
-                with contextlib.suppress(BluetoothError, asyncio.CancelledError):
+                with contextlib.suppress(Exception, asyncio.CancelledError):  # a bus gone stops it too
                     await asyncio.shield(stop)
 
     async def pair(self, address: str) -> None:

@@ -242,3 +242,32 @@ async def _scan_restart(room) -> None:  # type: ignore[no-untyped-def]
         assert (await fake_bluez(room, PHONE))[1]
         await pilot.press("escape")
         await until(pilot, lambda: "discovery stopped" in log_text(app), "the scan closed")
+
+
+def test_without_a_system_bus_bluetooth_actions_say_why_in_one_line(room, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    asyncio.run(_no_bus(room, tmp_path))
+
+
+async def _no_bus(room, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = dict(room.env, DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={tmp_path / 'no-bus-here'}")
+    address = room.speakers[0].address
+    app = PwgroupApp(LiveSource(env, bluetooth=True))
+    async with app.run_test(size=(160, 48)) as pilot:
+        table = dash(app).query_one(SpeakersTable)
+        await until(pilot, lambda: address in table.rows_shown, "the speakers")
+        assert cell(table, address, STATE) == "audio present" and cell(table, address, PAIRING) == "-"
+        await until(pilot, lambda: "cannot reach the system bus" in log_text(app), "the reason logged once")
+        # Never reached in this session: said in the log, not a banner of something lost.
+        assert not dash(app).query_one(Banner).has_class("-shown")
+        table.focus()
+        table.move_cursor(row=table.get_row_index(address))
+        await pilot.press("u")
+        await until(pilot, lambda: "untrust" in log_text(app).splitlines()[-1], "the refusal")
+        name = safe_text(table.rows_shown[address].name)
+        refusal = log_text(app).splitlines()[-1]
+        assert refusal.startswith(f"untrust {name}: Bluetooth control unavailable: cannot reach the system bus at ")
+        await pilot.press("s")
+        await until(pilot, lambda: "scan: Bluetooth control unavailable" in scan_log(app), "the scan's refusal")
+        assert "Traceback" not in scan_log(app)
+        await pilot.press("escape")
+        assert "Traceback" not in log_text(app)

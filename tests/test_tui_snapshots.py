@@ -10,6 +10,7 @@ import re
 from tui_app import HOSTILE, make_app
 
 from pwgroup.text import safe_text
+from pwgroup.tui.screens.scan import ScanScreen
 from pwgroup.tui.state import FixedSource
 from pwgroup.tui.widgets.groups import GroupsTable, row_key
 
@@ -145,14 +146,15 @@ def test_bluetooth_keys_and_palette_reach_the_source() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
             await pilot.press("down", "t", "u")  # the second speaker
-            for words in ("Untrust speaker", "Trust speaker"):
+            for words in ("Untrust speaker", "Trust speaker", "Scan for speakers"):
                 await pilot.press("ctrl+p")
                 await pilot.pause(0.2)
                 await pilot.press(*words)
                 await pilot.pause(0.5)  # the palette searches in the background
                 await pilot.press("enter")
                 await pilot.pause(0.2)
-            await pilot.press("s")
+            assert isinstance(app.screen, ScanScreen)  # opened by the palette
+            await pilot.press("escape", "s")
             await pilot.pause()
             await pilot.press("down", "enter")  # the second device found: pair it
             await pilot.pause()
@@ -168,6 +170,7 @@ def test_bluetooth_keys_and_palette_reach_the_source() -> None:
         ("untrust", "AA:BB:CC:00:00:02"),
         ("untrust", "AA:BB:CC:00:00:02"),
         ("trust", "AA:BB:CC:00:00:02"),
+        ("scan",),
         ("scan",),
         ("pair", "AA:BB:CC:00:00:02"),
     ]

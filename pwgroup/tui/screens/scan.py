@@ -120,7 +120,8 @@ class ScanScreen(Screen[None]):
         self.query_one(FoundTable).show(message.rows)
 
     def log_line(self, level: str, text: str) -> None:
-        self.query_one(EventLog).add(level, text)
+        for log in self.query(EventLog):  # none yet while the screen is being composed
+            log.add(level, text)
 
     def action_pair(self) -> None:
         row = self.query_one(FoundTable).current_row()

@@ -27,6 +27,7 @@ from pwgroup.tui.widgets.speakers import COLUMNS, SpeakersTable
 pytestmark = pytest.mark.integration
 
 NEW_SPEAKER, PHONE = STRANGERS[0][0], STRANGERS[1][0]
+HOSTILE = "[bold red]Party[/] \x1b[31m\u202eX [link=http://x]y[/link]"
 STATE, BATTERY, PAIRING = COLUMNS.index("STATE"), COLUMNS.index("BATTERY"), COLUMNS.index("PAIRING")
 REPORTED, MEASURED = COLUMNS.index("REPORTED"), COLUMNS.index("MEASURED")
 
@@ -137,6 +138,11 @@ async def _scan(room) -> None:  # type: ignore[no-untyped-def]
         assert all(cell(found, a, pairing_col) == "paired, trusted" for a in own)
         screen = shown(app)
         assert "Party Speaker (unpaired)" in screen and "Someone's phone" in screen
+        # The speaker announces a hostile name while listed: shown literally, cut to the column.
+        await asyncio.to_thread(room.bluez_control, "SetAlias", NEW_SPEAKER, HOSTILE)
+        await until(pilot, lambda: cell(found, NEW_SPEAKER, name_col) == safe_text(HOSTILE, 24), "the new name")
+        svg = app.export_screenshot()
+        assert safe_text(HOSTILE, 24) in screen_text(svg) and "\x1b" not in svg and "\u202e" not in svg
 
         found.move_cursor(row=found.get_row_index(NEW_SPEAKER))
         await pilot.press("enter")
@@ -154,7 +160,7 @@ async def _scan(room) -> None:  # type: ignore[no-untyped-def]
                 break
             await pilot.pause(0.05)
         assert not (await fake_bluez(room, NEW_SPEAKER))[1], "discovery still on after Escape"
-        assert "Party Speaker (unpaired) paired, trusted and connected" in log_text(app)
+        assert f"{safe_text(HOSTILE)} paired, trusted and connected" in log_text(app)
         # Now a speaker: paired, an audio sink. BlueZ connected it; the fake has no audio node for a stranger.
         await until(pilot, lambda: NEW_SPEAKER in speakers.rows_shown, "the new speaker in the table")
         assert cell(speakers, NEW_SPEAKER, STATE) == "connected, no audio node yet"

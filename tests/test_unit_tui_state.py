@@ -313,7 +313,7 @@ def test_banner_lines_keep_every_problem() -> None:
     ]
 
 
-class FakeBluez:
+class FakeBluezClient:
     """A BluezClient's surface as LiveSource uses it: a bus that may go, BlueZ that may leave."""
 
     def __init__(self, available: bool = True) -> None:
@@ -357,7 +357,7 @@ def test_live_source_says_bluetooth_lost_only_after_having_it(tmp_path: Path, mo
             states.append((s.bluetooth, s.bluetooth_lost))
 
         await step()  # no bus yet: said, not a loss
-        client = FakeBluez(available=False)
+        client = FakeBluezClient(available=False)
         script.append(client)
         await step()  # the bus answers, BlueZ is not there yet
         client.available = True
@@ -369,7 +369,7 @@ def test_live_source_says_bluetooth_lost_only_after_having_it(tmp_path: Path, mo
         client.bus.connected = False  # the bus went away: the client is dropped and the bus asked again
         script.append(BluetoothUnavailable("Bluetooth control unavailable: cannot reach the system bus"))
         await step()
-        script.append(FakeBluez())
+        script.append(FakeBluezClient())
         await step()
         assert client.closed
         return states

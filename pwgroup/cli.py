@@ -217,26 +217,11 @@ async def cmd_scan(args: argparse.Namespace) -> int:
 
 async def cmd_pair(args: argparse.Namespace) -> int:
     from pwgroup.bluez.client import BluezClient
-    from pwgroup.bluez.errors import BluetoothError
 
     address = _bt_address(args.address)
     seconds = _scan_seconds(args.seconds)
     async with await BluezClient.open() as bt:
-        dev = bt.device(address)
-        if dev is None or not dev.paired:
-            # BlueZ pairs only with what it has seen: discover until the speaker shows up.
-            await bt.set_discovery(True)
-            try:
-                if not await bt.wait_until(lambda: bt.device(address) is not None, seconds):
-                    raise UserError(
-                        f"{address} not found in {seconds:g} s: put it in pairing mode, bring it closer and try again"
-                    )
-                await bt.pair(address)
-            finally:
-                with contextlib.suppress(BluetoothError):
-                    await bt.set_discovery(False)
-        # Trusted lets the speaker reconnect by itself and pwgroup reconnect it without asking.
-        await bt.set_trusted(address, True)
+        await bt.pair_and_trust(address, seconds)
     print(f"{address} paired and trusted: connect it with 'pwgroup connect {address}'")
     return EXIT_OK
 

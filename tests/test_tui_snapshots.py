@@ -9,6 +9,8 @@ import re
 
 from tui_app import HOSTILE, make_app
 
+from pwgroup.text import safe_text
+from pwgroup.tui.screens.scan import ScanScreen
 from pwgroup.tui.state import FixedSource
 from pwgroup.tui.widgets.groups import GroupsTable, row_key
 
@@ -117,11 +119,6 @@ def test_palette_runs_the_actions() -> None:
     assert source.edits == [("trim", "living-room", "AA:BB:CC:00:00:01", -10.0), ("delete", "living-room")]
 
 
-def _screen_text(svg: str) -> str:
-    """The characters an SVG screenshot draws (its <text> runs), entities decoded."""
-    return "".join(html.unescape(t) for t in re.findall(r"<text [^>]*>(.*?)</text>", svg)).replace("\xa0", " ")
-
-
 def test_ascii_mode_draws_nothing_but_ascii() -> None:
     """--ascii (or a locale that is not UTF-8): every screen is drawn with plain ASCII, names included."""
     from tui_app import calibration_report, snapshot
@@ -138,7 +135,7 @@ def test_ascii_mode_draws_nothing_but_ascii() -> None:
                     await pilot.pause()  # the fixed snapshot shown
                     await pilot.press(*keys)
                     await pilot.pause()
-                    shots.append(_screen_text(app.export_screenshot()))
+                    shots.append(screen_text(app.export_screenshot()))
         return shots
 
     shots = asyncio.run(run())
@@ -236,3 +233,72 @@ def test_palette_runs_the_group_editing_actions() -> None:
         ("add", "living-room", "AA:BB:CC:00:00:01"),  # the speaker under the speakers table's cursor
         ("remove", *member),
     ]
+
+
+# ---------------------------------------------------------------- the Bluetooth side: scan view, trust, banners
+
+
+def test_scan_screen_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(make_app(), press=["s"], terminal_size=(80, 24))
+
+
+def test_lost_server_and_bluetooth_banner_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    # Two problems, two lines: neither hides the other.
+    assert snap_compare(make_app(lost="cannot reach PipeWire: start it", bluetooth_lost=True), terminal_size=(80, 24))
+
+
+def test_scan_names_are_shown_literally() -> None:
+    async def main() -> str:
+        app = make_app()
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.press("s")
+            await pilot.pause()
+            return app.export_screenshot()
+
+    text = screen_text(asyncio.run(main()))
+    assert "[bold red]Kitchen[/] \\x…" in text  # cut at 24 characters in the scan table
+    assert "Bath\\u202eroom\\u202c [l…" in text
+    assert "Someone's phone [i]x[/i]" in text and "(no name)" in text
+    assert "AA:BB:CC:10:00:01" in text and "-52" in text
+
+
+def test_bluetooth_keys_and_palette_reach_the_source() -> None:
+    async def main() -> tuple[FixedSource, str]:
+        app = make_app()
+        source = app.source
+        assert isinstance(source, FixedSource)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            await pilot.press("down", "t", "u")  # the second speaker
+            for words in ("Untrust speaker", "Trust speaker", "Scan for speakers"):
+                await pilot.press("ctrl+p")
+                await pilot.pause(0.2)
+                await pilot.press(*words)
+                await pilot.pause(0.5)  # the palette searches in the background
+                await pilot.press("enter")
+                await pilot.pause(0.2)
+            assert isinstance(app.screen, ScanScreen)  # opened by the palette
+            await pilot.press("escape", "s")
+            await pilot.pause()
+            await pilot.press("down", "enter")  # the second device found: pair it
+            await pilot.pause()
+            shown = "\n".join(app.screen.query_one("#scan-events").lines_text)  # type: ignore[attr-defined]
+            await pilot.press("escape")
+            await pilot.pause()
+            log = "\n".join(app.screen.query_one("#events").lines_text)  # type: ignore[attr-defined]
+        return source, shown + "\n--\n" + log
+
+    source, text = asyncio.run(main())
+    assert source.edits == [
+        ("trust", "AA:BB:CC:00:00:02"),
+        ("untrust", "AA:BB:CC:00:00:02"),
+        ("untrust", "AA:BB:CC:00:00:02"),
+        ("trust", "AA:BB:CC:00:00:02"),
+        ("scan",),
+        ("scan",),
+        ("pair", "AA:BB:CC:00:00:02"),
+    ]
+    scan_log, dash_log = text.split("\n--\n")
+    done = f"{safe_text(HOSTILE[1])} paired, trusted and connected"
+    assert done in scan_log  # seen where the user is
+    assert done in dash_log and "discovery stopped" in dash_log

@@ -364,3 +364,157 @@ def test_mute_presses_fold_and_an_even_number_changes_nothing(tmp_path: Path) ->
     # the first unmutes, the second (alone in its fold) mutes again.
     assert calls == [True, False, True]
     assert results == [True, True, None, False, True]
+
+
+# ---------------------------------------------------------------- Bluetooth: measured latency, pairing, scan, banner
+
+
+def test_speaker_rows_carry_measured_latency_battery_and_pairing() -> None:
+    from pwgroup.bluez.props import Battery, Device
+
+    g = room_graph()
+    kitchen = Device("/org/bluez/hci0/dev_A", A, "Kitchen", None, True, False, True, (), None, None, Battery(42))
+    s = build_snapshot(g, config(), join(speakers_in(g), [kitchen]), "pipewire")
+    rows = {r.key: r for r in s.speakers}
+    assert rows[A].measured_ms is None  # in the config, never calibrated
+    assert (rows[A].battery, rows[A].paired, rows[A].trusted) == (42, True, False)
+    assert (rows[B].battery, rows[B].paired, rows[B].trusted) == (None, None, None)  # BlueZ does not know it
+    members = (MemberConfig(A, 10.0, latency_ms=180.5), MemberConfig(B, latency_ms=90.0))
+    cfg = Config(
+        groups={"b": GroupConfig("b", "B", (MemberConfig(A, latency_ms=170.0),)), "a": GroupConfig("a", "A", members)}
+    )
+    s = build_snapshot(g, cfg, join(speakers_in(g), None), "pipewire")
+    rows = {r.key: r for r in s.speakers}
+    assert rows[A].measured_ms == 180.5 and rows[B].measured_ms == 90.0  # the first group by name that measured it
+
+
+def test_measured_latency_finds_a_speaker_by_address_or_node() -> None:
+    from pwgroup.tui.state import measured_latency
+
+    node = "bluez_output.AA_BB_CC_00_00_07.1"
+    cfg = Config(groups={"g": GroupConfig("g", "G", (MemberConfig(node, latency_ms=55.0), MemberConfig(A)))})
+    assert measured_latency(cfg, (None, node)) == 55.0
+    assert measured_latency(cfg, (A, None)) is None
+    assert measured_latency(Config(), (A,)) is None
+
+
+def test_pairing_text_says_what_bluez_knows() -> None:
+    from pwgroup.tui.state import pairing_text
+
+    assert pairing_text(None, None) == "-"
+    assert pairing_text(True, True) == "paired, trusted"
+    assert pairing_text(True, False) == "paired"
+    assert pairing_text(False, True) == "trusted"
+    assert pairing_text(False, False) == "new"
+
+
+def test_found_rows_list_what_the_scan_heard_speakers_first() -> None:
+    from pwgroup.bluez.props import A2DP_SINK_UUID, Device
+    from pwgroup.tui.state import found_rows
+
+    def dev(address: str, rssi: int | None, paired: bool, sink: bool = True) -> Device:
+        uuids = (A2DP_SINK_UUID,) if sink else ()
+        return Device(f"/dev_{address}", address, f"[b]{address}[/b]", None, paired, paired, False, uuids, None, rssi)
+
+    phone = dev("AA:BB:CC:00:00:01", -70, False, sink=False)
+    heard = dev("AA:BB:CC:00:00:09", -40, True)
+    quiet_paired = dev("AA:BB:CC:00:00:05", None, True)  # paired, not heard in this scan: in the speakers table
+    new_silent = dev("AA:BB:CC:00:00:07", None, False)  # found lately (BlueZ keeps unpaired ones a while)
+    rows = found_rows([phone, heard, quiet_paired, new_silent], set())
+    assert [r.address for r in rows] == [new_silent.address, heard.address, phone.address]
+    assert rows[1].name == "[b]AA:BB:CC:00:00:09[/b]" and rows[1].rssi == -40 and rows[1].paired
+    assert not rows[2].audio_sink
+    # Heard earlier in this scan, RSSI dropped since: still listed.
+    assert quiet_paired.address in [r.address for r in found_rows([quiet_paired], {quiet_paired.address})]
+
+
+def test_banner_lines_keep_every_problem() -> None:
+    from dataclasses import replace
+
+    from pwgroup.tui.state import BLUEZ_GONE, banner_lines
+
+    s = snap()
+    assert banner_lines(None, None) == [] and banner_lines(None, s) == []
+    assert banner_lines("cannot reach PipeWire", None) == ["sound server lost: cannot reach PipeWire"]
+    never_had = replace(s, bluetooth="Bluetooth control unavailable: cannot reach the system bus")
+    assert banner_lines(None, never_had) == []  # never reached this session: the event log says it, once
+    lost = replace(s, bluetooth=BLUEZ_GONE, bluetooth_lost=True, config_error="config.toml:3: bad")
+    assert banner_lines("the sound server went away: reconnecting", lost) == [
+        "sound server lost: the sound server went away: reconnecting",
+        "config: config.toml:3: bad",
+        "Bluetooth lost: BlueZ (org.bluez) is not running",
+    ]
+
+
+class FakeBluezClient:
+    """A BluezClient's surface as LiveSource uses it: a bus that may go, BlueZ that may leave."""
+
+    def __init__(self, available: bool = True) -> None:
+        self.available = available
+        self.bus = type("Bus", (), {"connected": True})()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def devices(self) -> list[object]:
+        return []
+
+
+def test_live_source_says_bluetooth_lost_only_after_having_it(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pwgroup.bluez.client import BluezClient
+    from pwgroup.bluez.errors import BluetoothUnavailable
+    from pwgroup.tui.state import BLUEZ_GONE
+
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    opened: list[object] = []
+    script: list[object] = [BluetoothUnavailable("Bluetooth control unavailable: cannot reach the system bus")]
+
+    async def fake_open(require_bluez: bool = True, env: dict[str, str] | None = None) -> object:
+        opened.append(env)
+        item = script.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    monkeypatch.setattr(BluezClient, "open", fake_open)
+
+    async def main() -> list[tuple[str | None, bool]]:
+        source = LiveSource(env, bt_retry_s=0.0)
+        be = FakeBackend(env, life=100)
+        states = []
+
+        async def step() -> None:
+            await source._bluetooth()
+            s = source.snapshot(be)  # type: ignore[arg-type]
+            states.append((s.bluetooth, s.bluetooth_lost))
+
+        await step()  # no bus yet: said, not a loss
+        client = FakeBluezClient(available=False)
+        script.append(client)
+        await step()  # the bus answers, BlueZ is not there yet
+        client.available = True
+        await step()
+        client.available = False  # BlueZ went away on a live bus
+        await step()
+        client.available = True
+        await step()
+        client.bus.connected = False  # the bus went away: the client is dropped and the bus asked again
+        script.append(BluetoothUnavailable("Bluetooth control unavailable: cannot reach the system bus"))
+        await step()
+        script.append(FakeBluezClient())
+        await step()
+        assert client.closed
+        return states
+
+    states = asyncio.run(main())
+    assert states == [
+        ("Bluetooth control unavailable: cannot reach the system bus", False),
+        (BLUEZ_GONE, False),
+        (None, False),
+        (BLUEZ_GONE, True),
+        (None, False),
+        ("Bluetooth control unavailable: cannot reach the system bus", True),
+        (None, False),
+    ]
+    assert opened == [env] * 4  # always the dashboard's own env, never the process's

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from pwgroup.calibrate.session import MemberResult, Report
 from pwgroup.tui.app import PwgroupApp
-from pwgroup.tui.state import FixedSource, GroupRow, LogLine, MemberRow, Snapshot, SpeakerRow
+from pwgroup.tui.state import BLUEZ_GONE, FixedSource, FoundRow, GroupRow, LogLine, MemberRow, Snapshot, SpeakerRow
 
 HOSTILE = [
     "[bold red]Kitchen[/] \x1b[31mred\x1b[0m",
@@ -26,9 +26,12 @@ def snapshot() -> Snapshot:
             present=i != 2,
             codec="sbc_xq" if i != 2 else None,
             reported_ms=None if i == 3 else 150.0 + 10 * i,
-            battery=None,
+            battery=(80, 12, None, 100)[i],
             groups=("living-room",) if i < 3 else (),
             delay_ms=(12.5, 0.0, None, None)[i],
+            measured_ms=(171.5, 184.0, 140.0, None)[i],
+            paired=(True, True, True, None)[i],
+            trusted=(True, False, True, None)[i],
         )
         for i, name in enumerate(HOSTILE)
     )
@@ -76,9 +79,22 @@ def calibration_report() -> Report:
     return Report("living-room", "usb-mic [bold]x[/]", members, 6.2, method="sweep", signal_s=0.5)
 
 
-def make_app(lost: str | None = None) -> PwgroupApp:
+def found() -> tuple[FoundRow, ...]:
+    """What the scan view hears: two new devices with hostile names, and a room speaker."""
+    return (
+        FoundRow("AA:BB:CC:10:00:01", HOSTILE[0], -52, True, False, False, False),
+        FoundRow("AA:BB:CC:00:00:02", HOSTILE[1], -41, True, True, False, True),
+        FoundRow("AA:BB:CC:10:00:02", "Someone's phone [i]x[/i]", -71, False, False, False, False),
+        FoundRow("AA:BB:CC:10:00:03", "", None, True, False, False, False),
+    )
+
+
+def make_app(lost: str | None = None, bluetooth_lost: bool = False) -> PwgroupApp:
     lines = [LogLine("warning", f"group living-room: {HOSTILE[2]} went away; the others play on")]
-    source = FixedSource(snapshot(), lines, lost=lost, report=calibration_report())
+    snap = snapshot()
+    if bluetooth_lost:
+        snap = replace(snap, bluetooth=BLUEZ_GONE, bluetooth_lost=True)
+    source = FixedSource(snap, lines, lost=lost, found=found(), report=calibration_report())
     return PwgroupApp(source, clock=lambda: "12:00:00")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dbus_fast import BusType, Message, MessageType, Variant
@@ -28,6 +28,7 @@ from pwgroup.bluez.props import (
     adapter_from,
     devices_from_objects,
 )
+from pwgroup.model import UserError
 
 ObjectTree = dict[str, dict[str, dict[str, Any]]]
 
@@ -47,8 +48,10 @@ CONNECT_TIMEOUT = 40.0
 PAIR_TIMEOUT = 60.0
 
 
-def system_bus_address() -> str:
-    return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or "unix:path=/var/run/dbus/system_bus_socket"
+def system_bus_address(env: Mapping[str, str] | None = None) -> str:
+    """The system bus of `env` (a dashboard or test may run for another session), else of this process."""
+    env = os.environ if env is None else env
+    return env.get("DBUS_SYSTEM_BUS_ADDRESS") or "unix:path=/var/run/dbus/system_bus_socket"
 
 
 def _plain(value: Any) -> Any:
@@ -73,17 +76,22 @@ class BluezClient:
         self._waiters: list[asyncio.Future[None]] = []
         self._pairing: str | None = None  # the device path our agent may accept requests for
         self._tasks: set[asyncio.Task[None]] = set()
+        self.discovering = False  # this connection asked BlueZ to discover (and has not stopped it)
 
     @classmethod
-    async def open(cls, require_bluez: bool = True) -> BluezClient:
-        """Connect to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` or the default socket) and fill the cache.
-        Raises BluetoothUnavailable with the reason; with `require_bluez=False` a missing BlueZ is waited for."""
+    async def open(cls, require_bluez: bool = True, env: Mapping[str, str] | None = None) -> BluezClient:
+        """Connect to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` of `env`, else of this process, else the default
+        socket) and fill the cache. Raises BluetoothUnavailable with the reason; with `require_bluez=False` a
+        missing BlueZ is waited for."""
+        address = system_bus_address(env)
         try:
-            bus = await asyncio.wait_for(MessageBus(bus_type=BusType.SYSTEM).connect(), CALL_TIMEOUT)
+            bus = await asyncio.wait_for(
+                MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect(), CALL_TIMEOUT
+            )
         except Exception as err:  # refused, no socket, bad address, auth: all mean the same to the user
             reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
             raise BluetoothUnavailable(
-                f"Bluetooth control unavailable: cannot reach the system bus at {system_bus_address()}: {reason}"
+                f"Bluetooth control unavailable: cannot reach the system bus at {address}: {reason}"
             ) from None
         client = cls(bus)
         try:
@@ -204,6 +212,16 @@ class BluezClient:
                 await asyncio.wait_for(fut, left)
         return True
 
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait for the next change of the cache (a signal, a refresh, BlueZ going or coming); False on timeout."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return False
+        return True
+
     # ------------------------------------------------------------ typed reads
     @property
     def available(self) -> bool:
@@ -263,6 +281,28 @@ class BluezClient:
         adapter = self._adapter()
         member = "StartDiscovery" if on else "StopDiscovery"
         await self._call(BLUEZ, adapter.path, ADAPTER, member, what="start discovery" if on else "stop discovery")
+        self.discovering = on
+
+    async def pair_and_trust(self, address: str, seconds: float) -> None:
+        """What `pwgroup pair` does: discover until BlueZ has seen the device (unless this connection discovers
+        already), pair it unless it is paired, then trust it so it may reconnect by itself."""
+        dev = self.device(address)
+        if dev is None or not dev.paired:
+            # BlueZ pairs only with what it has seen: discover until the speaker shows up.
+            ours = not self.discovering
+            if ours:
+                await self.set_discovery(True)
+            try:
+                if not await self.wait_until(lambda: self.device(address) is not None, seconds):
+                    raise UserError(
+                        f"{address} not found in {seconds:g} s: put it in pairing mode, bring it closer and try again"
+                    )
+                await self.pair(address)
+            finally:
+                if ours:
+                    with contextlib.suppress(BluetoothError):
+                        await self.set_discovery(False)
+        await self.set_trusted(address, True)
 
     async def pair(self, address: str, timeout: float = PAIR_TIMEOUT) -> None:
         """Pair with a just-works agent (NoInputNoOutput) registered for the time of the pairing."""

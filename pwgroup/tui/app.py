@@ -68,6 +68,9 @@ class PwgroupApp(App[None]):
         yield SystemCommand(
             "Disconnect speaker", "the one under the cursor", lambda: screen.action_bluetooth("disconnect")
         )
+        yield SystemCommand("Trust speaker", "the one under the cursor", lambda: screen.action_bluetooth("trust"))
+        yield SystemCommand("Untrust speaker", "the one under the cursor", lambda: screen.action_bluetooth("untrust"))
+        yield SystemCommand("Scan for speakers", "discover, then pair, trust and connect one", screen.action_scan)
         yield SystemCommand("Trim +1 ms", "the member under the cursor", lambda: screen.action_trim(1.0))
         yield SystemCommand("Trim -1 ms", "the member under the cursor", lambda: screen.action_trim(-1.0))
         yield SystemCommand("Trim +10 ms", "the member under the cursor", lambda: screen.action_trim(10.0))

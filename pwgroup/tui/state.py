@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from pwgroup.bluez.props import Device
 from pwgroup.bluez.view import SpeakerView, join
 from pwgroup.config import MAX_DELAY_MS, Config, ConfigError, ConfigFile, GroupConfig, MemberConfig, config_path
 from pwgroup.config import load as load_config
@@ -21,6 +22,9 @@ from pwgroup.model import Graph, Node, PwgroupError, UserError, check_group_name
 POLL_S = 2.0
 RETRY_S = 1.0  # between attempts to reach a lost sound server
 T = TypeVar("T")
+BT_RETRY_S = 5.0  # between attempts to reach a lost system bus
+PAIR_FIND_S = 30.0  # how long pairing from the scan view waits for BlueZ to see the device
+BLUEZ_GONE = "Bluetooth control unavailable: BlueZ (org.bluez) is not running"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class SpeakerRow:
     battery: int | None
     groups: tuple[str, ...] = ()
     delay_ms: float | None = None  # the applied delay of its member element (first group)
+    measured_ms: float | None = None  # the calibrated latency in config.toml (first group that has one)
+    paired: bool | None = None  # None: BlueZ does not know it (or is not reachable)
+    trusted: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class Snapshot:
     groups: tuple[GroupRow, ...] = ()
     bluetooth: str | None = None  # why BlueZ's half is missing, or None
     config_error: str | None = None
+    bluetooth_lost: bool = False  # BlueZ answered earlier in this session and does not now
 
     def group(self, name: str) -> GroupRow | None:
         return next((g for g in self.groups if g.name == name), None)
@@ -95,6 +103,7 @@ def build_snapshot(
     reconnect: Mapping[str, str] | None = None,
     returned: Mapping[str, float] | None = None,
     now: dt.datetime | None = None,
+    bluetooth_lost: bool = False,
 ) -> Snapshot:
     """What the dashboard shows, from what was observed and what is wanted; `known_names` names speakers that
     are away now (a member's name when it was last seen); `reconnect` and `returned` are the daemon's report
@@ -168,6 +177,9 @@ def build_snapshot(
                 battery=v.battery,
                 groups=tuple(g for g, _ in member_of),
                 delay_ms=next((m.delay_ms for _, m in member_of if m.delay_ms is not None), None),
+                measured_ms=measured_latency(config, (v.address, v.node)),
+                paired=v.paired,
+                trusted=v.trusted,
             )
         )
     # A group member whose speaker is away (and BlueZ does not list it) is still a speaker to show: absent.
@@ -187,10 +199,11 @@ def build_snapshot(
                 battery=None,
                 groups=tuple(g for g, _ in member_of),
                 delay_ms=next((m.delay_ms for _, m in member_of if m.delay_ms is not None), None),
+                measured_ms=measured_latency(config, (key,)),
             )
         )
     speakers.sort(key=lambda r: (r.address or "", r.key))
-    return Snapshot(backend, daemon, tuple(speakers), tuple(groups), bluetooth, config_error)
+    return Snapshot(backend, daemon, tuple(speakers), tuple(groups), bluetooth, config_error, bluetooth_lost)
 
 
 def _health(
@@ -303,6 +316,9 @@ class Source(Protocol):
     async def add_member(self, group: str, speaker: str) -> None: ...
 
     async def remove_member(self, group: str, speaker: str) -> None: ...
+    async def scan(self, publish: Callable[[tuple[FoundRow, ...]], None]) -> None: ...
+
+    async def pair(self, address: str) -> None: ...
 
 
 @dataclass
@@ -314,6 +330,7 @@ class FixedSource:
     lost: str | None = None
     edits: list[tuple[Any, ...]] = field(default_factory=list)
     report: Any = None  # what calibrate returns (a calibrate.session.Report)
+    found: tuple[FoundRow, ...] = ()  # what its scan view finds
 
     async def run(self, publish: Publish) -> None:
         publish(StateUpdate(self.snapshot))
@@ -374,6 +391,13 @@ class FixedSource:
     async def remove_member(self, group: str, speaker: str) -> None:
         self.edits.append(("remove", group, speaker))
 
+    async def scan(self, publish: Callable[[tuple[FoundRow, ...]], None]) -> None:
+        self.edits.append(("scan",))
+        publish(self.found)
+
+    async def pair(self, address: str) -> None:
+        self.edits.append(("pair", address))
+
 
 OpenBackend = Callable[[Mapping[str, str]], Any]
 
@@ -398,6 +422,7 @@ class LiveSource:
         poll_s: float = POLL_S,
         retry_s: float = RETRY_S,
         keep: bool = True,
+        bt_retry_s: float = BT_RETRY_S,
     ) -> None:
         self.env = dict(env)
         self.ask_bluetooth = bluetooth
@@ -417,6 +442,9 @@ class LiveSource:
         self.keep = keep  # while no daemon runs, keep the groups built here (tui.keeper)
         self._keeper: Any = None
         self._closing: tuple[Backend, asyncio.Future[None]] | None = None
+        self.bt_retry_s = bt_retry_s
+        self._bt_seen = False  # BlueZ answered once: its absence from then on is a loss to show
+        self._scan_lock = asyncio.Lock()  # one discovery at a time on our connection
 
     # ------------------------------------------------------------ observing
     async def run(self, publish: Publish) -> None:
@@ -524,38 +552,49 @@ class LiveSource:
             known_names=self._names,
             reconnect=reconnect,
             returned=returned,
+            bluetooth_lost=self._bt_seen and self._bt_reason is not None,
         )
 
     async def _bluetooth(self) -> None:
-        """Keep a BlueZ client when a system bus answers; ask again now and then when it does not."""
+        """Keep a BlueZ client when a system bus answers; ask again now and then when it does not. BlueZ leaving
+        and coming back on a live bus is followed by the client itself."""
         if not self.ask_bluetooth:
             return
-        if self._bt is not None and getattr(self._bt.bus, "connected", False):
-            return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._bt_next:
-            return
-        self._bt_next = loop.time() + 30.0
-        from pwgroup.bluez.client import BluezClient
-        from pwgroup.bluez.errors import BluetoothError
+        if self._bt is not None and not getattr(self._bt.bus, "connected", False):
+            with contextlib.suppress(Exception):
+                self._bt.close()
+            self._bt, self._bt_reason = None, "Bluetooth control unavailable: the system bus went away"
+            self._bt_next = 0.0
+        if self._bt is None:
+            loop = asyncio.get_running_loop()
+            if loop.time() < self._bt_next:
+                return
+            self._bt_next = loop.time() + self.bt_retry_s
+            from pwgroup.bluez.client import BluezClient
+            from pwgroup.bluez.errors import BluetoothError
 
-        try:
-            self._bt = await BluezClient.open(require_bluez=False)
-            self._bt_reason = None
-        except BluetoothError as err:
-            self._bt, self._bt_reason = None, err.message
+            try:
+                self._bt = await BluezClient.open(require_bluez=False, env=self.env)
+            except BluetoothError as err:
+                self._bt_reason = err.message
+                return
+        self._bt_reason = None if self._bt.available else BLUEZ_GONE
+        self._bt_seen = self._bt_seen or self._bt.available
 
     def refresh_now(self) -> None:
         self._kick.set()
 
     async def bluetooth(self, action: str, address: str) -> None:
-        """`connect` or `disconnect` a speaker through BlueZ; its audio node follows, and the view with it."""
-        if action not in ("connect", "disconnect"):
+        """`connect`, `disconnect`, `trust` or `untrust` a speaker through BlueZ; its audio node follows, and
+        the view with it."""
+        if action not in ("connect", "disconnect", "trust", "untrust"):
             raise UserError(f"unknown Bluetooth action {action!r}")
-        if self._bt is None:
-            raise PwgroupError(self._bt_reason or "Bluetooth control unavailable")
+        bt = self._need_bt()
         try:
-            await (self._bt.connect(address) if action == "connect" else self._bt.disconnect(address))
+            if action in ("trust", "untrust"):
+                await bt.set_trusted(address, action == "trust")
+            else:
+                await (bt.connect(address) if action == "connect" else bt.disconnect(address))
         finally:
             self.refresh_now()
 
@@ -783,6 +822,116 @@ class LiveSource:
             session.release()
             self.refresh_now()
 
+    # ------------------------------------------------------------ Bluetooth: the scan view
+    def _need_bt(self) -> Any:
+        if self._bt is None or not self._bt.available:
+            raise PwgroupError(self._bt_reason or BLUEZ_GONE)
+        return self._bt
+
+    async def scan(self, publish: Callable[[tuple[FoundRow, ...]], None]) -> None:
+        """Discover until cancelled, publishing the devices found after every change of BlueZ's view; discovery
+        stops when this ends (and BlueZ stops it by itself should our connection go)."""
+        from pwgroup.bluez.errors import BluetoothError, InProgress
+
+        async with self._scan_lock:
+            bt = self._need_bt()
+            with contextlib.suppress(InProgress):  # this connection discovers already
+                await bt.set_discovery(True)
+            seen: set[str] = set()
+            last: tuple[FoundRow, ...] | None = None
+            owner = bt.owner
+            try:
+                while True:
+                    if not bt.available:
+                        owner = None
+                    elif bt.owner != owner and bt.adapters():
+                        # BlueZ restarted under us: a new bluetoothd discovers only if asked again.
+                        owner = bt.owner
+                        with contextlib.suppress(BluetoothError):
+                            await bt.set_discovery(True)
+                    devices = bt.devices()
+                    # BlueZ drops RSSI when discovery ends: remember who was seen in this scan.
+                    seen |= {d.address for d in devices if d.rssi is not None}
+                    rows = found_rows(devices, seen)
+                    if rows != last:
+                        publish(rows)
+                        last = rows
+                    await bt.wait_changed(self.poll_s)
+            finally:
+                # Shielded: the screen that ran this may be cancelled again while discovery stops.
+                stop = asyncio.ensure_future(bt.set_discovery(False))
+                stop.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even if not awaited
+                with contextlib.suppress(Exception, asyncio.CancelledError):  # a bus gone stops it too
+                    await asyncio.shield(stop)
+
+    async def pair(self, address: str) -> None:
+        """Pair, trust and connect a device found by a scan: `pwgroup pair` then `pwgroup connect`."""
+        bt = self._need_bt()
+        try:
+            await bt.pair_and_trust(address, PAIR_FIND_S)
+            await bt.connect(address)
+        finally:
+            self.refresh_now()
+
 
 def now_text() -> str:
     return dt.datetime.now().strftime("%H:%M:%S")
+
+
+# ---------------------------------------------------------------- Bluetooth: pairing words, the scan, the banner
+
+
+def pairing_text(paired: bool | None, trusted: bool | None) -> str:
+    """How the speakers table and the scan view say a device's pairing: '-' when BlueZ does not know it."""
+    if paired is None:
+        return "-"
+    if paired and trusted:
+        return "paired, trusted"
+    return "paired" if paired else ("trusted" if trusted else "new")
+
+
+@dataclass(frozen=True)
+class FoundRow:
+    """A device the scan view lists: `name` is from the air (hostile text), `rssi` None once not heard."""
+
+    address: str
+    name: str
+    rssi: int | None
+    audio_sink: bool
+    paired: bool
+    trusted: bool
+    connected: bool
+
+
+def found_rows(devices: Sequence[Device], seen: Set[str]) -> tuple[FoundRow, ...]:
+    """What the scan view lists: the devices heard in this scan (`seen`, or an RSSI now) and every unpaired one
+    BlueZ knows (it only keeps those it found lately); speakers first, then by address, so rows stay put. Pure."""
+    rows = [
+        FoundRow(d.address, d.alias, d.rssi, d.audio_sink, d.paired, d.trusted, d.connected)
+        for d in devices
+        if d.rssi is not None or d.address in seen or not d.paired
+    ]
+    return tuple(sorted(rows, key=lambda r: (not r.audio_sink, r.address)))
+
+
+def banner_lines(server_lost: str | None, snap: Snapshot | None) -> list[str]:
+    """Every problem the banner shows, one line each, so that one never hides another. Pure."""
+    lines = []
+    if server_lost:
+        lines.append(f"sound server lost: {server_lost}")
+    if snap is not None and snap.config_error:
+        lines.append(f"config: {snap.config_error}")
+    if snap is not None and snap.bluetooth_lost and snap.bluetooth:
+        reason = snap.bluetooth.removeprefix("Bluetooth control unavailable: ")
+        lines.append(f"Bluetooth lost: {reason}")  # one line at 80 columns; the event log says the rest
+    return lines
+
+
+def measured_latency(config: Config, keys: Sequence[str | None]) -> float | None:
+    """The calibrated latency config.toml holds for a speaker known by any of `keys` (its address, its node),
+    from the first group (by name) that measured it. Pure."""
+    for name in sorted(config.groups):
+        for member in config.groups[name].members:
+            if member.speaker in keys and member.latency_ms is not None:
+                return member.latency_ms
+    return None

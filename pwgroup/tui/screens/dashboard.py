@@ -15,7 +15,8 @@ from pwgroup.model import PwgroupError
 from pwgroup.text import safe_text
 from pwgroup.tui.messages import DataUpdate
 from pwgroup.tui.screens.dialogs import ConfirmDialog, NameDialog
-from pwgroup.tui.state import LogLine, ServerLost, Snapshot, StateUpdate, Update, events_between
+from pwgroup.tui.screens.scan import ScanScreen
+from pwgroup.tui.state import LogLine, ServerLost, Snapshot, StateUpdate, Update, banner_lines, events_between
 from pwgroup.tui.widgets.banner import Banner
 from pwgroup.tui.widgets.events import EventLog
 from pwgroup.tui.widgets.groups import GroupsTable
@@ -36,11 +37,15 @@ class DashboardScreen(Screen[None]):
         Binding("a", "add_to_group", "Add to group", show=False),
         Binding("m", "mute_group", "Mute group", show=False),
         Binding("r", "rename_group", "Rename group", show=False),
+        Binding("t", "bluetooth('trust')", "Trust", show=False),
+        Binding("u", "bluetooth('untrust')", "Untrust", show=False),
+        Binding("s", "scan", "Scan"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.snapshot: Snapshot | None = None
+        self.server_lost: str | None = None  # why the sound server is lost, while it is
 
     @property
     def pw_app(self) -> PwgroupApp:
@@ -73,7 +78,8 @@ class DashboardScreen(Screen[None]):
         if isinstance(update, StateUpdate):
             self._show(update.snapshot)
         elif isinstance(update, ServerLost):
-            self.query_one(Banner).show_problem(f"sound server lost: {update.reason}")
+            self.server_lost = update.reason
+            self.query_one(Banner).show_lines(banner_lines(self.server_lost, self.snapshot))
             self.log_line("error", f"sound server lost: {update.reason}")
         elif isinstance(update, LogLine):
             self.log_line(update.level, update.text)
@@ -83,10 +89,13 @@ class DashboardScreen(Screen[None]):
             return  # an idle poll: nothing to redraw
         for level, text in events_between(self.snapshot, snap):
             self.log_line(level, text)
-        # A snapshot means the server answers: the banner goes, or says what is wrong with the config.
-        self.query_one(Banner).show_problem(snap.config_error and f"config: {snap.config_error}")
+        # A snapshot means the server answers: the banner goes, or says what is wrong with the config or BlueZ.
+        self.server_lost = None
+        self.query_one(Banner).show_lines(banner_lines(None, snap))
         if (self.snapshot is None or self.snapshot.bluetooth != snap.bluetooth) and snap.bluetooth:
             self.log_line("warning", f"{snap.bluetooth}; showing the sound server's view only")
+        elif self.snapshot is not None and self.snapshot.bluetooth and not snap.bluetooth:
+            self.log_line("info", "Bluetooth back: BlueZ answers")
         self.snapshot = snap
         if snap.daemon is None:
             daemon = "no daemon: edits applied here"
@@ -101,6 +110,9 @@ class DashboardScreen(Screen[None]):
 
     def log_line(self, level: str, text: str) -> None:
         self.query_one(EventLog).add(level, text)
+        for screen in self.app.screen_stack:
+            if isinstance(screen, ScanScreen):  # its outcomes are read there while it is open
+                screen.log_line(level, text)
 
     # ------------------------------------------------------------ actions
     def _edit(self, what: str, run: Callable[[], Awaitable[Any]], done: Callable[[Any], str | None]) -> None:
@@ -350,3 +362,18 @@ class DashboardScreen(Screen[None]):
                 )
 
         self.app.push_screen(ConfirmDialog(f"Remove {safe_text(name, 28)} from group {safe_text(group, 48)}?"), remove)
+
+    # ------------------------------------------------------------ Bluetooth: scan and pair
+    def action_scan(self) -> None:
+        if not any(isinstance(s, ScanScreen) for s in self.app.screen_stack):
+            self.app.push_screen(ScanScreen(self.pair_found, self.log_line))
+
+    def pair_found(self, address: str, name: str) -> None:
+        """Pair, trust and connect a device the scan found, in a worker of this screen: it goes on if the scan
+        view closes."""
+        self.log_line("info", f"pairing {name} ({address})...")
+        self._edit(
+            f"pair {name}",
+            lambda: self.pw_app.source.pair(address),
+            lambda _: f"{name} paired, trusted and connected",
+        )

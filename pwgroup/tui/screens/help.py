@@ -17,6 +17,8 @@ HELP = [
     ("d", "delete the group under the cursor in the groups panel"),
     ("c / x", "connect / disconnect the speaker under the cursor (through BlueZ)"),
     ("k", "calibrate the group under the cursor with the microphone (then a: apply, escape: cancel)"),
+    ("t / u", "trust / untrust the speaker under the cursor (a trusted one may connect by itself)"),
+    ("s", "scan: find speakers nearby; Enter pairs, trusts and connects one; Escape stops and closes"),
     ("+ / -", "trim the member under the cursor by 1 ms, while it plays"),
     ("right / left", "the same"),
     ("shift+right / shift+left", "trim by 10 ms"),

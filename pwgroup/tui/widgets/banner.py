@@ -1,4 +1,5 @@
-"""A one-line banner over the dashboard while the sound server is lost; hidden otherwise."""
+"""A banner over the dashboard while something is lost (the sound server, BlueZ) or wrong (the config), one line
+per problem; hidden otherwise."""
 
 from __future__ import annotations
 
@@ -10,3 +11,7 @@ class Banner(Static):
     def show_problem(self, text: str | None) -> None:
         self.set_class(text is not None, "-shown")
         self.update(Text(text or ""))
+
+    def show_lines(self, lines: list[str]) -> None:
+        self.set_class(bool(lines), "-shown")
+        self.update(Text("\n".join(lines)))

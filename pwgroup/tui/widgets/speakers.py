@@ -10,9 +10,23 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from pwgroup.text import safe_text
-from pwgroup.tui.state import SpeakerRow
+from pwgroup.tui.state import SpeakerRow, pairing_text
 
-COLUMNS = ("", "NAME", "ADDRESS", "STATE", "CODEC", "REPORTED", "GROUP", "DELAY")
+# The most wanted first: at 80 columns the table scrolls sideways to the rest. REPORTED is BlueZ's Delay, MEASURED
+# the calibrated latency (config.toml), DELAY the one applied to its member element.
+COLUMNS = (
+    "",
+    "NAME",
+    "ADDRESS",
+    "STATE",
+    "BATTERY",
+    "PAIRING",
+    "GROUP",
+    "REPORTED",
+    "MEASURED",
+    "DELAY",
+    "CODEC",
+)
 
 
 def _ms(value: float | None) -> Text:
@@ -27,11 +41,20 @@ def speaker_cells(row: SpeakerRow, marked: bool) -> list[Text]:
         Text(safe_text(row.name, 28)),
         Text(row.address or "-"),
         Text(safe_text(state, 30), style=style),
-        Text(safe_text(row.codec or "-", 10)),
-        _ms(row.reported_ms),
+        _battery(row.battery),
+        Text(pairing_text(row.paired, row.trusted)),
         Text(safe_text(", ".join(row.groups) or "-", 24)),
+        _ms(row.reported_ms),
+        _ms(row.measured_ms),
         _ms(row.delay_ms),
+        Text(safe_text(row.codec or "-", 10)),
     ]
+
+
+def _battery(percent: int | None) -> Text:
+    if percent is None:
+        return Text("-", justify="right")
+    return Text(f"{percent} %", justify="right", style="red" if percent <= 15 else "")
 
 
 class SpeakersTable(DataTable[Text]):

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -332,6 +332,33 @@ class ConfigFile:
         except (OSError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path}: cannot read the configuration: {err}") from None
         return cls(path, text)
+
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls, path: Path | None = None, timeout: float = 10.0) -> Iterator[ConfigFile]:
+        """The file read afresh under an exclusive lock held until the block ends: two edits made at the same
+        moment (two CLIs, a CLI and the dashboard) each see the other's result instead of one undoing the other."""
+        import fcntl
+        import time
+
+        path = path or config_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent / ".config.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise UserError(
+                            f"{path}: another pwgroup has been editing it for {timeout:g} s: try again"
+                        ) from None
+                    time.sleep(0.005)
+            yield cls.open(path)
+        finally:
+            os.close(fd)  # and the lock with it
 
     def group(self, name: str) -> GroupConfig | None:
         return self.config.groups.get(name)

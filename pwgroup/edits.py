@@ -41,14 +41,16 @@ async def apply(be: Any, desired: GroupSpec | None, name: str, at_once: bool = F
 
 
 async def edit_group(be: Backend, cfg: ConfigFile, name: str, edit: Edit) -> GroupConfig | None:
-    """Edit one group in `cfg` (the desired state), save it, and make the graph match; returns what was saved."""
-    current = cfg.group(name) or adopt(be.graph, name)
-    desired = edit(be.graph, current)
-    if desired is None:
-        cfg.remove_group(name)
-    else:
-        cfg.set_group(desired)
-    cfg.save()
+    """Edit one group in `cfg`'s file (the desired state), save it, and make the graph match; returns what was
+    saved. The file is read again under its lock, so an edit made meanwhile by another pwgroup is kept."""
+    with ConfigFile.locked(cfg.path) as cfg:
+        current = cfg.group(name) or adopt(be.graph, name)
+        desired = edit(be.graph, current)
+        if desired is None:
+            cfg.remove_group(name)
+        else:
+            cfg.set_group(desired)
+        cfg.save()
     await apply(be, desired.spec() if desired else None, name)
     return desired
 
@@ -127,12 +129,12 @@ class Calibration:
         """Save what was measured (when it was verified) and apply it with the trims on top."""
         assert self.group is not None and self.report is not None
         try:
-            cfg = ConfigFile.open(self.path)  # again: edits made while measuring are kept
-            group = cfg.group(self.name) or self.group
-            if self.report.applied:
-                group = with_calibration(group, self.report)
-                cfg.set_group(group)
-                cfg.save()
+            with ConfigFile.locked(self.path) as cfg:  # read again: edits made while measuring are kept
+                group = cfg.group(self.name) or self.group
+                if self.report.applied:
+                    group = with_calibration(group, self.report)
+                    cfg.set_group(group)
+                    cfg.save()
             await converge(self.be, group.spec(), self.name)
         finally:
             self._hold.close()

@@ -293,8 +293,10 @@ class BluetoothKeeper:
         settings: ReconnectConfig,
         on_change: Callable[[], None],
         wake: Callable[[], None],
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.log = log
+        self.env = env  # whose DBUS_SYSTEM_BUS_ADDRESS to follow (None: this process's)
         self.settings = settings
         self.on_change = on_change
         self.wake = wake
@@ -311,7 +313,7 @@ class BluetoothKeeper:
         from pwgroup.bluez.errors import BluetoothError
 
         try:
-            self.client = await BluezClient.open(require_bluez=False)
+            self.client = await BluezClient.open(require_bluez=False, env=self.env)
             if self._said:
                 self.log("info", "Bluetooth control is back")
             self._said = False
@@ -439,7 +441,7 @@ class Supervisor:
         self._present: dict[tuple[str, str], bool] = {}
         self.returned: dict[str, float] = {}  # when each member last came back (wall clock), for a re-check
         self._made: dict[tuple[int, int], float] = {}  # links made lately (ports), while the watcher catches up
-        self.bluetooth = BluetoothKeeper(log, self.config.reconnect, self._write_status, self._wake.set)
+        self.bluetooth = BluetoothKeeper(log, self.config.reconnect, self._write_status, self._wake.set, self.env)
         self.status_path = runtime_dir(self.env) / "status.json"
 
     # ------------------------------------------------------------ requests (signal handlers call these)

@@ -64,6 +64,16 @@ def screen_text(svg: str) -> str:
     return "\n".join("".join(lines[n]) for n in sorted(lines))
 
 
+async def palette(pilot, words: str) -> None:  # type: ignore[no-untyped-def]
+    """Run the command palette's entry named `words`."""
+    await pilot.press("ctrl+p")
+    await pilot.pause(0.2)
+    await pilot.press(*words)
+    await pilot.pause(0.5)  # the palette searches in the background
+    await pilot.press("enter")
+    await pilot.pause(0.2)
+
+
 def test_keys_reach_the_source() -> None:
     async def main() -> FixedSource:
         app = make_app()
@@ -105,12 +115,7 @@ def test_palette_runs_the_actions() -> None:
             groups = app.screen.query_one(GroupsTable)
             groups.move_cursor(row=groups.get_row_index(row_key("living-room", "AA:BB:CC:00:00:01")))
             for words in ("Trim -10 ms", "Delete group living-room"):
-                await pilot.press("ctrl+p")
-                await pilot.pause(0.2)
-                await pilot.press(*words)
-                await pilot.pause(0.5)  # the palette searches in the background
-                await pilot.press("enter")
-                await pilot.pause(0.2)
+                await palette(pilot, words)
             await pilot.press("y")
             await pilot.pause()
         return source
@@ -212,12 +217,7 @@ def test_palette_runs_the_group_editing_actions() -> None:
                 ("Remove member", ("y",)),
             ]
             for words, then in commands:
-                await pilot.press("ctrl+p")
-                await pilot.pause(0.2)
-                await pilot.press(*words)
-                await pilot.pause(0.5)  # the palette searches in the background
-                await pilot.press("enter")
-                await pilot.pause(0.2)
+                await palette(pilot, words)
                 if then:
                     await pilot.press(*then)
                     await pilot.pause(0.1)
@@ -271,12 +271,7 @@ def test_bluetooth_keys_and_palette_reach_the_source() -> None:
             await pilot.pause()
             await pilot.press("down", "t", "u")  # the second speaker
             for words in ("Untrust speaker", "Trust speaker", "Scan for speakers"):
-                await pilot.press("ctrl+p")
-                await pilot.pause(0.2)
-                await pilot.press(*words)
-                await pilot.pause(0.5)  # the palette searches in the background
-                await pilot.press("enter")
-                await pilot.pause(0.2)
+                await palette(pilot, words)
             assert isinstance(app.screen, ScanScreen)  # opened by the palette
             await pilot.press("escape", "s")
             await pilot.pause()

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Static
 
 from pwgroup.model import PwgroupError
 from pwgroup.text import safe_text
@@ -89,7 +89,7 @@ class ScanScreen(Screen[None]):
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield self.pw_app.header()
         yield Static(Text(HINT), id="scan-hint", classes="hint")
         found = FoundTable(id="found")
         found.border_title = "Found"

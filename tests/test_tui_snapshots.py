@@ -134,7 +134,7 @@ def test_ascii_mode_draws_nothing_but_ascii() -> None:
     async def run() -> list[str]:
         shots = []
         for size in ((80, 24), (160, 48)):
-            for keys in ([], ["question_mark"], ["n"], ["k"]):  # dashboard, help, a dialog, calibration
+            for keys in ([], ["question_mark"], ["n"], ["k"], ["s"]):  # dashboard, help, a dialog, calibration, scan
                 app = PwgroupApp(FixedSource(snapshot(), report=calibration_report()), ascii_only=True)
                 async with app.run_test(size=size) as pilot:
                     await pilot.pause()  # the fixed snapshot shown

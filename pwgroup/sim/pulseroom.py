@@ -20,7 +20,7 @@ import numpy as np
 
 from pwgroup.graph.capture import write_wav
 from pwgroup.graph.proc import tool
-from pwgroup.graph.pulse import BASE_MS, CONVERGE_S, hex_value, proplist_arg
+from pwgroup.graph.pulse import ADJUST_THRESHOLD_USEC, ADJUST_TIME_S, BASE_MS, CONVERGE_S, hex_value, proplist_arg
 from pwgroup.model import PwgroupError
 from pwgroup.sim.room import MODELS, RATE, SimSpeaker
 from pwgroup.sim.server import PrivateServer, server_env
@@ -31,6 +31,7 @@ MIC = "pwgroup-sim.mic"
 CHANNELS = 18  # aux0 the reference, aux1..aux16 one per speaker, aux17 where the right ears go
 TRASH = CHANNELS - 1
 STATE = "pulse-room.json"
+SETTLE_S = max(CONVERGE_S, 5.0)  # what truth() waits before recording: see there
 DAEMON_CONF = """# Written by pwgroup's virtual room: one private PulseAudio, float at 48 kHz so nothing is resampled.
 default-sample-format = float32le
 default-sample-rate = 48000
@@ -279,15 +280,16 @@ class PulseRoom:
             f"source={REF}.tap.{group}",
             f"sink={REF}",
             f"latency_msec={BASE_MS}",
-            "adjust_time=1",
-            "adjust_threshold_usec=10",
+            f"adjust_time={ADJUST_TIME_S:g}",
+            f"adjust_threshold_usec={ADJUST_THRESHOLD_USEC}",
             "source_dont_move=true",
             "sink_dont_move=true",
         )
         try:
-            # The fresh reference loopback, and the members' after the holder's change, settle as long as
-            # pwgroup lets a new member's.
-            time.sleep(CONVERGE_S)
+            # The holder is often the first stream into an idle group sink, and that throws every loopback reading
+            # its monitor (the members' and the fresh reference) about 20 ms off at once; at 1 % rate they are
+            # back within a sample of each other in about 3 s. Measured on PulseAudio 16.1.
+            time.sleep(SETTLE_S)
             with PulseRecorder(self.env, [0, *(s.index for s in self.speakers[:n])]) as rec:
                 yield rec
         finally:

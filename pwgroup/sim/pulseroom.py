@@ -265,15 +265,17 @@ class PulseRoom:
 
     # ------------------------------------------------------------ measuring
     @contextlib.contextmanager
-    def truth(self, group: str, n: int) -> Iterator[PulseRecorder]:
+    def truth(self, group: str, n: int, hold: bool = True) -> Iterator[PulseRecorder]:
         """Record the group's monitor (the reference) and the first `n` speakers' emissions in one stream.
 
         PulseAudio cannot record two devices in one stream, so the reference reaches the air by the same kind of
         path as a member's (a remap-source of the monitor, then a loopback at the backend's base latency), as a
-        member with delay 0 would: arrivals then read as each member's delay plus its hidden latency."""
+        member with delay 0 would: arrivals then read as each member's delay plus its hidden latency.
+        hold=False leaves a group sink that had no stream without one until the caller plays into it, as a
+        user's first song finds it."""
         # First pin the group sink's latency where the measurement's players will ask for it (the holder asks
         # the same), so that the loopbacks settle once, below, and not again when a player starts.
-        holder = PulsePlayer(self.env, f"pwgroup.{group}", None).start()
+        holder = PulsePlayer(self.env, f"pwgroup.{group}", None).start() if hold else None
         tap = self.load("module-remap-source", f"source_name={REF}.tap.{group}", f"master=pwgroup.{group}.monitor")
         index = self.load(
             "module-loopback",
@@ -293,7 +295,8 @@ class PulseRoom:
             with PulseRecorder(self.env, [0, *(s.index for s in self.speakers[:n])]) as rec:
                 yield rec
         finally:
-            holder.stop()
+            if holder is not None:
+                holder.stop()
             for module in (index, tap):
                 with contextlib.suppress(PwgroupError):
                     self.pactl("unload-module", str(module))

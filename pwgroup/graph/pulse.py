@@ -35,10 +35,17 @@ log = logging.getLogger(__name__)
 # its port latency offset) inside it. A member with delay 0 therefore plays BASE_MS after the group sink's
 # monitor, and a speaker whose sink reports more than that cannot be held to its delay.
 BASE_MS = 150
-# A new loopback starts anywhere from a few samples to ~20 ms off its target; its rate control (here
-# adjust_time=1, adjust_threshold_usec=10; PulseAudio's default looks every 10 s) brings it within about
-# 0.5 ms in a few seconds. Without it, a loopback keeps its first error for good. Measured on PulseAudio 16.1.
-CONVERGE_S = 5.0
+# A new loopback starts anywhere from a few samples to ~20 ms off its target; only its rate control brings it
+# in (without it a loopback keeps its first error for good), and that control is what holds members together.
+# PulseAudio 16.1 sets a whole-Hz rate once per adjust_time, so at its default of 1 s each correction moves the
+# latency by whole samples, and its drift filter (1/8 per iteration) learns over tens of seconds: a new member
+# wandered 13 samples off the others and took ~30 s to come within 1. Every 0.1 s (the least 16.1 accepts) a
+# member comes within about a sample in 1-2 s and then stays there, still following clock drift (it learns
+# it ten times faster). adjust_threshold_usec=10 keeps the dead band under a sample (16.1's default: 250 us).
+# Measured in the PulseAudio room (bench/delays.py).
+ADJUST_TIME_S = 0.1
+ADJUST_THRESHOLD_USEC = 10
+CONVERGE_S = 3.0
 FILL_MARGIN_S = 0.3  # a fresh loopback plays its initial silence for its latency; this much more, it holds audio
 # PulseAudio 16 reads latency_msec as a whole number of milliseconds.
 DELAY_STEP_MS = 1
@@ -177,7 +184,8 @@ def loopback_args(group: str, record_source: int, speaker_sink: int, delay_ms: i
     props = {layout.PROP_GROUP: group, layout.PROP_ROLE: ROLE_LINK, "media.name": "pwgroup-member"}
     return (
         f"source={record_source} sink={speaker_sink} latency_msec={BASE_MS + delay_ms} "
-        "source_dont_move=true sink_dont_move=true remix=true adjust_time=1 adjust_threshold_usec=10 "
+        "source_dont_move=true sink_dont_move=true remix=true "
+        f"adjust_time={ADJUST_TIME_S:g} adjust_threshold_usec={ADJUST_THRESHOLD_USEC} "
         f"sink_input_properties={proplist_arg(props)} source_output_properties={proplist_arg(props)}"
     )
 

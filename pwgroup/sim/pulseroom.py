@@ -20,7 +20,7 @@ import numpy as np
 
 from pwgroup.graph.capture import write_wav
 from pwgroup.graph.proc import tool
-from pwgroup.graph.pulse import BASE_MS, CONVERGE_S, hex_value, proplist_arg
+from pwgroup.graph.pulse import ADJUST_THRESHOLD_USEC, ADJUST_TIME_S, BASE_MS, CONVERGE_S, hex_value, proplist_arg
 from pwgroup.model import PwgroupError
 from pwgroup.sim.room import MODELS, RATE, SimSpeaker
 from pwgroup.sim.server import PrivateServer, server_env
@@ -31,6 +31,7 @@ MIC = "pwgroup-sim.mic"
 CHANNELS = 18  # aux0 the reference, aux1..aux16 one per speaker, aux17 where the right ears go
 TRASH = CHANNELS - 1
 STATE = "pulse-room.json"
+SETTLE_S = max(CONVERGE_S, 5.0)  # what truth() waits before recording: see there
 DAEMON_CONF = """# Written by pwgroup's virtual room: one private PulseAudio, float at 48 kHz so nothing is resampled.
 default-sample-format = float32le
 default-sample-rate = 48000
@@ -264,34 +265,38 @@ class PulseRoom:
 
     # ------------------------------------------------------------ measuring
     @contextlib.contextmanager
-    def truth(self, group: str, n: int) -> Iterator[PulseRecorder]:
+    def truth(self, group: str, n: int, hold: bool = True) -> Iterator[PulseRecorder]:
         """Record the group's monitor (the reference) and the first `n` speakers' emissions in one stream.
 
         PulseAudio cannot record two devices in one stream, so the reference reaches the air by the same kind of
         path as a member's (a remap-source of the monitor, then a loopback at the backend's base latency), as a
-        member with delay 0 would: arrivals then read as each member's delay plus its hidden latency."""
+        member with delay 0 would: arrivals then read as each member's delay plus its hidden latency.
+        hold=False leaves a group sink that had no stream without one until the caller plays into it, as a
+        user's first song finds it."""
         # First pin the group sink's latency where the measurement's players will ask for it (the holder asks
         # the same), so that the loopbacks settle once, below, and not again when a player starts.
-        holder = PulsePlayer(self.env, f"pwgroup.{group}", None).start()
+        holder = PulsePlayer(self.env, f"pwgroup.{group}", None).start() if hold else None
         tap = self.load("module-remap-source", f"source_name={REF}.tap.{group}", f"master=pwgroup.{group}.monitor")
         index = self.load(
             "module-loopback",
             f"source={REF}.tap.{group}",
             f"sink={REF}",
             f"latency_msec={BASE_MS}",
-            "adjust_time=1",
-            "adjust_threshold_usec=10",
+            f"adjust_time={ADJUST_TIME_S:g}",
+            f"adjust_threshold_usec={ADJUST_THRESHOLD_USEC}",
             "source_dont_move=true",
             "sink_dont_move=true",
         )
         try:
-            # The fresh reference loopback, and the members' after the holder's change, settle as long as
-            # pwgroup lets a new member's.
-            time.sleep(CONVERGE_S)
+            # The holder is often the first stream into an idle group sink, and that throws every loopback reading
+            # its monitor (the members' and the fresh reference) about 20 ms off at once; at 1 % rate they are
+            # back within a sample of each other in about 3 s. Measured on PulseAudio 16.1.
+            time.sleep(SETTLE_S)
             with PulseRecorder(self.env, [0, *(s.index for s in self.speakers[:n])]) as rec:
                 yield rec
         finally:
-            holder.stop()
+            if holder is not None:
+                holder.stop()
             for module in (index, tap):
                 with contextlib.suppress(PwgroupError):
                     self.pactl("unload-module", str(module))

@@ -361,7 +361,7 @@ def main() -> None:
     ap.add_argument("--quanta", default="256,512,1024,2048")
     ap.add_argument("--changes", type=int, default=10)
     ap.add_argument("--backends", default="pipewire,pulse")
-    ap.add_argument("--pulse-trials", type=int, default=10, help="each ~10 s: a change settles 3 s, the room 5 s")
+    ap.add_argument("--pulse-trials", type=int, default=10, help="each ~12 s: a change settles 5 s, the room 5 s")
     args = ap.parse_args()
     backends = args.backends.split(",")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still takes its room down

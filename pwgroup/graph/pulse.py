@@ -37,17 +37,17 @@ log = logging.getLogger(__name__)
 BASE_MS = 150
 # A new loopback starts anywhere from a few samples to ~20 ms off its target; only its rate control brings it
 # in (without it a loopback keeps its first error for good), and that control is what holds members together.
-# PulseAudio 16.1 sets a whole-Hz rate once per adjust_time, so at its default of 1 s each correction moves the
-# latency by whole samples, and its drift filter (1/8 per iteration) learns over tens of seconds: a new member
-# wandered 13 samples off the others and took ~30 s to come within 1. Every 0.1 s (the least 16.1 accepts) a
-# member comes within about a sample in 1-2 s and then stays there, still following clock drift (it learns
-# it ten times faster). adjust_threshold_usec=10 keeps the dead band under a sample (16.1's default: 250 us).
-# Measured in the PulseAudio room (bench/delays.py).
-ADJUST_TIME_S = 0.1
+# PulseAudio 16.1 sets a whole-Hz rate once per adjust_time (module-loopback.c:353) and its drift filter learns
+# 1/8 per step (line 64), so at 1 s a new member wanders up to ~13 samples (0.3 ms) off the others for ~30 s.
+# adjust_time=0.1 (the least 16.1 accepts) holds members within a sample of each other in the room, but then
+# the delay-change and re-add tests heard whole gaps (70-210 ms of silence at a swap, another member silent
+# for a moment) in 3 of 11 runs of the four PulseAudio delay tests, against none in 6 at 1 s; 0.3 s left every
+# member 3 samples off the reference. A wander under a millisecond is not heard; a gap is. Measured on
+# PulseAudio 16.1 in the room (bench/delays.py, tests/test_integration_delays.py).
+ADJUST_TIME_S = 1.0
 ADJUST_THRESHOLD_USEC = 10
-# How long a new loopback settles, muted, before it takes over from the old one. 3 s lands the new delay
-# within a sample too, but then the delay-change and re-add tests heard 70 ms gaps in 2 of 5 runs of the four
-# PulseAudio delay tests; at 5 s, none in 6 (adjust_time=1 and 5 s: none in 3). Measured on PulseAudio 16.1.
+# How long a new loopback settles, muted, before it takes over from the old one (with 3 s, the delay-change
+# test heard gaps at the swap). Measured on PulseAudio 16.1.
 CONVERGE_S = 5.0
 FILL_MARGIN_S = 0.3  # a fresh loopback plays its initial silence for its latency; this much more, it holds audio
 # PulseAudio 16 reads latency_msec as a whole number of milliseconds.

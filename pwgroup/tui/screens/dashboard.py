@@ -151,12 +151,9 @@ class DashboardScreen(Screen[None]):
         self.app.push_screen(NameDialog(f"New group from {len(keys)} speaker(s): name?"), create)
 
     def action_delete_group(self, name: str | None = None) -> None:
+        name = self._group_here(name, "delete it")
         if name is None:
-            where = self.query_one(GroupsTable).current()
-            if where is None:
-                self.log_line("warning", "no group under the cursor: move to one in the groups panel")
-                return
-            name = where[0]
+            return
         chosen = name
 
         def delete(yes: bool | None) -> None:
@@ -204,12 +201,9 @@ class DashboardScreen(Screen[None]):
         """Open the calibration screen for the group under the cursor (or `name`)."""
         from pwgroup.tui.screens.calibrate import CalibrationScreen
 
+        name = self._group_here(name, "calibrate it")
         if name is None:
-            where = self.query_one(GroupsTable).current()
-            if where is None:
-                self.log_line("warning", "calibrate: move the cursor to a group in the groups panel")
-                return
-            name = where[0]
+            return
         group = self.snapshot.group(name) if self.snapshot else None
         names = {m.speaker: m.name for m in group.members} if group else {}
 

@@ -136,10 +136,11 @@ async def _scan(room) -> None:  # type: ignore[no-untyped-def]
         assert cell(found, NEW_SPEAKER, kind_col) == "speaker" and cell(found, PHONE, kind_col) == "other"
         assert cell(found, NEW_SPEAKER, pairing_col) == "new"
         assert all(cell(found, a, pairing_col) == "paired, trusted" for a in own)
-        # The table has them; the screen draws them on its next refresh.
-        await until(
-            pilot, lambda: "Party Speaker (unpaired)" in shown(app) and "Someone's phone" in shown(app), "drawn"
-        )
+        # Drawn, not only listed: with the session room's many speakers a row may sit below the fold until the
+        # cursor brings it into view.
+        for address, name in ((NEW_SPEAKER, "Party Speaker (unpaired)"), (PHONE, "Someone's phone")):
+            found.move_cursor(row=found.get_row_index(address))
+            await until(pilot, lambda n=name: n in shown(app), f"{name} drawn")  # type: ignore[misc]
         # The speaker announces a hostile name while listed: shown literally, cut to the column.
         await asyncio.to_thread(room.bluez_control, "SetAlias", NEW_SPEAKER, HOSTILE)
         await until(pilot, lambda: cell(found, NEW_SPEAKER, name_col) == safe_text(HOSTILE, 24), "the new name")

@@ -402,7 +402,14 @@ class BluetoothKeeper:
 # ---------------------------------------------------------------- the daemon's loop
 
 MAX_PASSES_PER_S = 30  # a flapping speaker costs at most this many reconcile passes a second
-RECONNECT_PERIOD_S = 0.2  # how often a lost PipeWire is looked for again
+RECONNECT_PERIOD_S = 0.2  # how often a lost sound server is looked for again
+
+
+def server_label(backend_name: str) -> str:
+    """The sound server a backend speaks to, as users know it."""
+    return {"pipewire": "PipeWire", "pulse": "PulseAudio"}.get(backend_name, backend_name)
+
+
 LINK_GRACE_S = 0.5  # how long a link we made is taken as there before our own watcher shows it
 PENDING_RECHECK_S = 1.0  # how often members away without a reconnect under way are looked at again
 
@@ -481,7 +488,7 @@ class Supervisor:
                 backend = self.backend
                 assert backend is not None
                 if not backend.alive:
-                    self.log("warning", "lost PipeWire: waiting for it to come back")
+                    self.log("warning", f"lost {server_label(backend.name)}: waiting for it to come back")
                     await backend.close()
                     await self._connect()
                     continue
@@ -505,7 +512,7 @@ class Supervisor:
             try:
                 self.backend = await self.open_backend()
                 if said:
-                    self.log("info", "PipeWire is back: rebuilding the groups")
+                    self.log("info", f"{server_label(self.backend.name)} is back: rebuilding the groups")
                 return
             except PwgroupError as err:
                 if not said:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_integration_delays import arrivals
+from test_integration_delays import arrivals, ref_slack, slack
 
 from pwgroup.config import config_path
 from pwgroup.graph import spajson
 from pwgroup.graph.proc import tool
+from pwgroup.graph.pulse import CONVERGE_S, JOIN_TIMEOUT_S
 from pwgroup.sim.room import Room
 from pwgroup.supervisor import daemon_pid
 
@@ -73,6 +74,14 @@ def daemon(room: Room, group: str) -> Iterator[Daemon]:
     assert d.stop() == 0, d.log()
 
 
+@pytest.fixture
+def sound_daemon(sound_room, sound_group: str) -> Iterator[Daemon]:  # type: ignore[no-untyped-def]
+    """The daemon over the group on each backend in turn."""
+    d = Daemon(sound_room.env, "--keep")
+    yield d
+    assert d.stop() == 0, d.log()
+
+
 def status(cli, group: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
     return json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]
 
@@ -87,22 +96,29 @@ def wait_status(cli, group: str, check, timeout: float = 5.0) -> dict:  # type: 
         time.sleep(0.05)
 
 
-def test_a_member_that_drops_and_returns_is_relinked_with_its_delay(cli, room: Room, group: str, daemon) -> None:
+def test_a_member_that_drops_and_returns_is_relinked_with_its_delay(
+    sound_cli, sound_room, sound_group: str, sound_daemon: Daemon
+) -> None:
+    cli, room, group, daemon = sound_cli, sound_room, sound_group, sound_daemon
     cli("delay", "set", group, room.speakers[0].address, "30", check=True)  # through the daemon
     daemon.wait_log("configuration reloaded", 5)
     away = room.speakers[1]
     room.disconnect(away.address)
-    daemon.wait_log(f"{away.address} went away", 5)
+    # On PulseAudio the daemon may still be swapping in the new delay (CONVERGE_S) before it hears of the loss.
+    daemon.wait_log(f"{away.address} went away", 5 + CONVERGE_S)
     g = status(cli, group)
     assert [m["linked"] for m in g["members"]] == [True, False, True]  # the others play on
     room.connect(away.address)
     daemon.wait_log(f"{away.address} returned", 5)
-    g = wait_status(cli, group, lambda g: all(m["linked"] for m in g["members"]))
+    # On PulseAudio it plays, and counts as linked, once its loopback has settled on its delay.
+    g = wait_status(cli, group, lambda g: all(m["linked"] for m in g["members"]), timeout=5 + JOIN_TIMEOUT_S)
     # It reconnected after its last calibration (it never had one): its latency is worth a look.
     assert [m["recheck_latency"] for m in g["members"]] == [False, True, False]
     lags = arrivals(room, group, 3)
     want = [30 * 48 + room.speakers[0].latency_samples, *(s.latency_samples for s in room.speakers[1:3])]
-    assert all(abs(a - b) <= 1 for a, b in zip(lags, want, strict=True)), (lags, want)
+    assert all(abs(a - b) <= max(1, ref_slack(room)) for a, b in zip(lags, want, strict=True)), (lags, want)
+    relative = [a - lags[0] - (b - want[0]) for a, b in zip(lags, want, strict=True)]
+    assert all(abs(r) <= max(1, slack(room)) for r in relative), (lags, want)
 
 
 def test_with_every_speaker_gone_the_sink_stays_and_apps_keep_playing(cli, room: Room, group: str, daemon) -> None:

@@ -19,13 +19,17 @@ pytestmark = pytest.mark.integration
 
 
 def slack(room) -> int:  # type: ignore[no-untyped-def]
-    """Samples a delay may land off its target. PipeWire: none. PulseAudio: 16's module-loopback holds its
-    latency by rate control, which keeps it wandering (bench/delays.py at adjust_time=1: 6.5 samples between
-    members at the median, 16 at worst; 149 against the reference at worst), and the reference reaches the
-    recording through a loopback of its own (the server cannot record two devices in one stream). 4 ms is
-    still far from the tens of milliseconds a wrong delay, or a member left at its old one, would show.
-    (adjust_time=0.1 holds members within a sample, but gapped audio at delay changes: see pulse.py.)"""
-    return 0 if room.backend == "pipewire" else 192
+    """Samples a member may land off its target, against the other members. PipeWire: none. PulseAudio: 16's
+    module-loopback holds its latency by rate control (adjust_time=0.1, see pulse.py), which keeps it within
+    about a sample of its target."""
+    return 0 if room.backend == "pipewire" else 1
+
+
+def ref_slack(room) -> int:  # type: ignore[no-untyped-def]
+    """Samples a member may land off its target against the group's monitor. On PulseAudio the monitor reaches
+    the recording through a loopback of its own (the server cannot record two devices in one stream), fresh for
+    each recording and held by the same rate control, so its error adds to the member's."""
+    return 0 if room.backend == "pipewire" else 2 * slack(room)
 
 
 def applied_ms(room, ms: float) -> float:  # type: ignore[no-untyped-def]
@@ -68,7 +72,7 @@ def test_delays_land_exactly(sound_cli, sound_room, sound_group: str) -> None:
         round(applied_ms(room, ms) * RATE / 1000) + spk.latency_samples
         for spk, ms in zip(room.speakers, delays, strict=False)
     ]
-    assert all(abs(g - w) <= max(1, slack(room)) for g, w in zip(got, want, strict=True)), (got, want)
+    assert all(abs(g - w) <= max(1, ref_slack(room)) for g, w in zip(got, want, strict=True)), (got, want)
     # What keeps speakers together: each member against the first (to the sample on PipeWire).
     relative = [g - got[0] - (w - want[0]) for g, w in zip(got, want, strict=True)]
     assert all(abs(r) <= max(1, slack(room)) for r in relative), (got, want)
@@ -87,14 +91,14 @@ def test_equal_delays_are_sample_aligned(sound_cli, sound_room, sound_group: str
         cli("delay", "set", group, spk.address, "50", check=True)
     got = arrivals(room, group, 3)
     beyond_hidden = [g - spk.latency_samples for g, spk in zip(got, room.speakers, strict=False)]
-    assert all(abs(b - 2400) <= slack(room) for b in beyond_hidden), beyond_hidden
+    assert all(abs(b - 2400) <= ref_slack(room) for b in beyond_hidden), beyond_hidden
     assert max(beyond_hidden) - min(beyond_hidden) <= slack(room), beyond_hidden
 
 
 def landed(room, ref: np.ndarray, y: np.ndarray, want: int) -> int:  # type: ignore[no-untyped-def]
     """Where a delay landed in this recording, checked against where it should have."""
     got = lag(ref, y)
-    assert abs(got - want) <= slack(room), (got, want)
+    assert abs(got - want) <= ref_slack(room), (got, want)
     return got
 
 
@@ -181,7 +185,8 @@ def test_remove_and_readd_member_while_playing_leaves_others_untouched(sound_cli
         cli("group", "remove", group, spk3.address, check=True)
         cli("group", "add", group, spk3.address, "--delay", "30", check=True)
 
-    y = _play_noise_while(room, group, 4.0, churn, 3)
+    # On PulseAudio the re-added member is heard once its loopback has settled on its delay (several seconds).
+    y = _play_noise_while(room, group, 4.0 if room.backend == "pipewire" else 12.0, churn, 3)
     ref = y[:, 0]
     for ch in (1, 2):
         spk = room.speakers[ch - 1]
@@ -197,4 +202,4 @@ def test_remove_and_readd_member_while_playing_leaves_others_untouched(sound_cli
         assert np.all(np.abs(act[:, 1] + act[:, 2] - spk.gain) < 0.02 * spk.gain), f"member {ch} had a gap"
     # The re-added member plays again, at its new delay.
     tail = y[-int(1.5 * RATE) :, :]
-    assert abs(lag(tail[:, 0], tail[:, 3]) - (round(30 * RATE / 1000) + spk3.latency_samples)) <= slack(room)
+    assert abs(lag(tail[:, 0], tail[:, 3]) - (round(30 * RATE / 1000) + spk3.latency_samples)) <= ref_slack(room)

@@ -4,6 +4,7 @@ server's state read as the shared model, so the one reconciler drives both backe
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,7 @@ from pwgroup.graph.pulse import (
     PaStream,
     Snapshot,
     hex_value,
+    line_settled,
     loopback_args,
     null_sink_args,
     proplist_arg,
@@ -139,3 +141,50 @@ def test_backend_override_and_a_bad_one() -> None:
     assert choice.name == "pulse" and "PWGROUP_BACKEND" in choice.reason
     with pytest.raises(UserError):
         asyncio.run(choose({"PWGROUP_BACKEND": "alsa"}))
+
+
+def test_a_muted_line_is_a_link_only_beside_a_playing_one() -> None:
+    """A joining loopback (muted until it settles) is not a link yet, so a reconcile pass takes it up again; the
+    new line of a delay change, muted beside the old one that plays, is the member's link."""
+    desired = GroupSpec("g", "g", (MemberSpec(ADDR, 37.0),))
+    joining = snapshot()
+    joining.sink_inputs[0] = replace(joining.sink_inputs[0], mute=True)
+    graph = to_graph(joining)
+    (m,) = layout.observe_group(graph, "g").members
+    assert m.present and not m.linked
+    actions = reconcile(desired, graph, "g")
+    assert actions and all(type(a).__name__ == "LinkPorts" for a in actions)
+    # A delay change: an older record at 20 ms still plays to the speaker while the new one waits, muted.
+    swapping = snapshot()
+    swapping.sink_inputs[0] = replace(swapping.sink_inputs[0], mute=True)
+    old = replace(swapping.sources[0], index=13, name="pwgroup.g.AA_BB_CC_00_00_01.rec1", owner_module=31)
+    old = replace(old, props={**old.props, layout.PROP_DELAY_MS: "20"})
+    link = swapping.sink_inputs[0].props
+    swapping.sources.insert(0, old)
+    swapping.source_outputs += [PaStream(4, 31, 10, False), PaStream(5, 32, 13, False, link)]
+    swapping.sink_inputs.append(PaStream(9, 32, 5, False, link))
+    (m,) = layout.observe_group(to_graph(swapping), "g").members
+    assert m.linked and m.delay_ms == 37.0
+    assert reconcile(desired, to_graph(swapping), "g") == []
+
+
+def test_a_joining_line_is_settled_when_steady_unpulled_and_in_step() -> None:
+    base = 48000
+
+    def seen(rates: list[int], others: list[float | None]) -> list[tuple[float, int, float | None]]:
+        return [(i * 0.1, r, o) for i, (r, o) in enumerate(zip(rates, others, strict=True))]
+
+    steady = [47991] * 15
+    assert line_settled(seen(steady, [47990.0] * 15), base)
+    assert line_settled(seen(steady, [None] * 15), base)  # the only line of its group
+    assert not line_settled(seen(steady[:5], [47990.0] * 5), base)  # not steady for long enough yet
+    # Pulling at the 1 % cap is steady too, but not settled; nor is a line steady while the others are not.
+    assert not line_settled(seen([47528] * 15, [None] * 15), base)
+    assert not line_settled(seen(steady, [47700.0] * 15), base)
+    # Still untouched by its control (an idle group sink may first render after 2 s): not settled before 3 s.
+    assert not line_settled(seen([base] * 15, [None] * 15), base)
+    assert line_settled(seen([base] * 31, [None] * 31), base)
+    # Coming in from the cap: settled only a second after the rate stopped moving.
+    ramp = [47528, 47600, 47800, 47950, 47985, 47990, 47991, 47991, 47990, 47991, 47991]
+    assert not line_settled(seen(ramp, [47991.0] * len(ramp)), base)
+    assert line_settled(seen(ramp + [47991] * 5, [47991.0] * (len(ramp) + 5)), base)

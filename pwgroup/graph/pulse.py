@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
+import statistics
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,20 +37,30 @@ log = logging.getLogger(__name__)
 # its port latency offset) inside it. A member with delay 0 therefore plays BASE_MS after the group sink's
 # monitor, and a speaker whose sink reports more than that cannot be held to its delay.
 BASE_MS = 150
-# A new loopback starts anywhere from a few samples to ~20 ms off its target; only its rate control brings it
-# in (without it a loopback keeps its first error for good), and that control is what holds members together.
-# PulseAudio 16.1 sets a whole-Hz rate once per adjust_time (module-loopback.c:353) and its drift filter learns
-# 1/8 per step (line 64), so at 1 s a new member wanders up to ~13 samples (0.3 ms) off the others for ~30 s.
-# adjust_time=0.1 (the least 16.1 accepts) holds members within a sample of each other in the room, but then
-# the delay-change and re-add tests heard whole gaps (70-210 ms of silence at a swap, another member silent
-# for a moment) in 3 of 11 runs of the four PulseAudio delay tests, against none in 6 at 1 s; 0.3 s left every
-# member 3 samples off the reference. A wander under a millisecond is not heard; a gap is. Measured on
-# PulseAudio 16.1 in the room (bench/delays.py, tests/test_integration_delays.py).
-ADJUST_TIME_S = 1.0
+# A new loopback starts a few samples to ~50 ms off its target (most off where its speaker's sink is new, as on
+# a speaker's return); only its rate control brings it in, at up to 1 % (10 ms a second): without it a loopback
+# keeps its first error for good. That control is what holds members together. PulseAudio 16.1 sets a
+# whole-Hz rate once per adjust_time (module-loopback.c:353) and its drift filter learns 1/8 per step (line
+# 64): at the default 1 s a settled member still wandered up to 17 samples (0.35 ms) off the others; at 0.1 s
+# (the least 16.1 accepts) members hold within a sample of their targets in the room. In an earlier series at
+# 0.1 s, run beside other test runs on the same 2 cores, the delay-change and re-add tests heard 70-210 ms gaps
+# in 3 of 11 runs; not seen since (alone, and beside a second test run). Measured on PulseAudio 16.1 in the
+# room (bench/delays.py, tests/test_integration_delays.py).
+ADJUST_TIME_S = 0.1
 ADJUST_THRESHOLD_USEC = 10
-# How long a new loopback settles, muted, before it takes over from the old one (with 3 s, the delay-change
-# test heard gaps at the swap). Measured on PulseAudio 16.1.
+# How long a new loopback settles, muted, before it takes over from the old one at a delay change (with 3 s,
+# the delay-change test heard gaps at the swap). Measured on PulseAudio 16.1.
 CONVERGE_S = 5.0
+# A joining loopback (a member added, or its speaker back) stays muted until its rate control has pulled its
+# start error in, so a speaker is never heard off its delay. PulseAudio shows the rate that control sets on the
+# sink input: up to 1 % off while it pulls, then steady within drift, and in step with the group's other lines
+# once its error is theirs (line_settled). Seen in the room: a returning speaker's line ~475 Hz off for ~6 s,
+# then 7-10 Hz off like the others (the null sinks' ~190 ppm); a new group's lines all pulling together.
+SETTLED_OFF = 0.005
+SETTLED_JITTER_HZ = 4
+SETTLED_STEADY_S = 1.0
+SETTLED_START_S = 3.0
+JOIN_TIMEOUT_S = 15.0
 FILL_MARGIN_S = 0.3  # a fresh loopback plays its initial silence for its latency; this much more, it holds audio
 # PulseAudio 16 reads latency_msec as a whole number of milliseconds.
 DELAY_STEP_MS = 1
@@ -250,6 +262,39 @@ def links_in(snap: Snapshot) -> list[tuple[PaStream, int]]:
     ]
 
 
+def joining_in(snap: Snapshot) -> set[int]:
+    """Sink inputs of loopbacks still settling, muted, with no other loopback of their member playing to the same
+    speaker (a delay change's new line is muted beside the old one, which plays): not links yet."""
+    member = {
+        src.index: (src.props.get(layout.PROP_GROUP), src.props.get(PROP_MEMBER_HEX))
+        for src in snap.sources
+        if src.props.get(layout.PROP_ROLE) == ROLE_RECORD
+    }
+    links = links_in(snap)
+    playing = {(member.get(src), si.target) for si, src in links if not si.mute}
+    return {si.index for si, src in links if si.mute and (member.get(src), si.target) not in playing}
+
+
+def line_settled(seen: Sequence[tuple[float, int, float | None]], base: int) -> bool:
+    """Whether a joining loopback has pulled its start error in, from what was seen of it every adjust_time:
+    (monotonic time, its rate, the median rate of the group's playing lines or None). Settled: its control has
+    begun (the rate left `base` once, or SETTLED_START_S went by: an idle group sink may first render after
+    2 s), and for SETTLED_STEADY_S the rate was steady, not pulling (within SETTLED_OFF of `base`), and in step
+    with the other lines, which means the same error as theirs."""
+    if not seen or seen[-1][0] - seen[0][0] < SETTLED_STEADY_S:
+        return False
+    now = seen[-1][0]
+    started = any(r != base for _, r, _ in seen) or now - seen[0][0] >= SETTLED_START_S
+    recent = [(r, o) for t, r, o in seen if t >= now - SETTLED_STEADY_S]
+    rates = [r for r, _ in recent]
+    return (
+        started
+        and max(rates) - min(rates) <= SETTLED_JITTER_HZ
+        and all(abs(r - base) <= SETTLED_OFF * base for r in rates)
+        and all(o is None or abs(r - o) <= SETTLED_JITTER_HZ for r, o in recent)
+    )
+
+
 def _ports(node_id: int, channels: Iterable[str], direction: str, monitor: bool = False) -> list[Port]:
     base = node_id * _PORTS + (50 if direction == "out" else 0)
     return [
@@ -299,9 +344,10 @@ def to_graph(snap: Snapshot) -> Graph:
                 lid = _LINK_BASE // 2 + rec.source.index * _PORTS + k
                 g.links[lid] = Link(lid, sink_id(group_sink.index), o, in_id, i)
     record_by_source = {r.source.index: r for r in records_in(snap).values()}
+    joining = joining_in(snap)
     for si, source in links_in(snap):
         linked = record_by_source.get(source)
-        if linked is None or sink_id(si.target) not in g.nodes:
+        if linked is None or sink_id(si.target) not in g.nodes or si.index in joining:
             continue
         _, out_id = record_ids(linked.source.index)
         outs = g.ports_of(out_id, "out")
@@ -347,6 +393,9 @@ class PulseBackend:
         # index -> name of what the server told us about: a removal event carries only the index.
         self.names: dict[tuple[str, int], str] = {}
         self.removed: collections.deque[tuple[str, str]] = collections.deque(maxlen=64)
+        # pwgroup's own loopbacks (sink input index -> muted), whose rate changes are not news.
+        self._own_inputs: dict[int, bool] = {}
+        self._joins: dict[int, asyncio.Task[None]] = {}
 
     @property
     def graph(self) -> Graph:
@@ -375,6 +424,11 @@ class PulseBackend:
 
         with contextlib.suppress(PulseDisconnected):
             async for ev in self._pulse.subscribe_events("sink", "source", "sink_input", "source_output", "module"):
+                # A loopback's rate control sets a new rate up to ten times a second, and each is a change event;
+                # of pwgroup's own lines only the mute is part of the graph (a joining line is not a link yet).
+                own = str(ev.t) == "change" and str(ev.facility) == "sink_input" and ev.index in self._own_inputs
+                if own and not await self._own_mute_changed(ev.index):
+                    continue
                 if str(ev.t) == "remove":
                     name = self.names.pop((str(ev.facility), ev.index), None)
                     if name is not None:
@@ -385,6 +439,18 @@ class PulseBackend:
                 self._changed.set()
         self._serial += 1
         self._changed.set()
+
+    async def _own_mute_changed(self, index: int) -> bool:
+        from pulsectl import PulseError
+
+        try:
+            muted = bool((await self._pulse.sink_input_info(index)).mute)
+        except PulseError:
+            return True  # gone: its remove event follows
+        if muted == self._own_inputs.get(index):
+            return False
+        self._own_inputs[index] = muted
+        return True
 
     @property
     def alive(self) -> bool:
@@ -446,6 +512,7 @@ class PulseBackend:
             snap.sink_inputs.append(PaStream(si.index, _owner(si), si.sink, bool(si.mute), _props(si)))
         for so in source_outputs:
             snap.source_outputs.append(PaStream(so.index, _owner(so), so.source, bool(so.mute), _props(so)))
+        self._own_inputs = {si.index: si.mute for si, _ in links_in(snap)}
         self._snap = snap
         self._graph = to_graph(snap)
         return self._graph
@@ -473,6 +540,8 @@ class PulseBackend:
             await self.wait_changed(min(left, 0.1))
 
     async def close(self) -> None:
+        for task in self._joins.values():
+            task.cancel()
         if self._events is not None:
             self._events.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -582,11 +651,68 @@ class PulseBackend:
         )
 
     async def link(self, out_port: int, in_port: int) -> None:
-        """Links to a speaker are one loopback per member: the first channel pair loads it, the rest find it."""
+        """Links to a speaker are one loopback per member: the first channel pair loads it, the rest find it. It
+        joins muted and is heard once it has settled on its delay (a line left muted by a pwgroup that stopped
+        meanwhile is not a link, and is taken up again here)."""
         async with self._link_lock:
-            await self._link(out_port, in_port)
+            joining = await self._link(out_port, in_port)
+        if joining is not None:
+            task = self._joins.get(joining.index)
+            if task is None:
+                task = self._joins[joining.index] = asyncio.create_task(self._join(joining))
+                task.add_done_callback(functools.partial(self._forget_join, joining.index))
+            await asyncio.shield(task)
 
-    async def _link(self, out_port: int, in_port: int) -> None:
+    def _forget_join(self, index: int, _task: asyncio.Task[None]) -> None:
+        self._joins.pop(index, None)
+
+    async def _join(self, si: PaStream) -> None:
+        from pulsectl import PulseError
+
+        started = time.monotonic()
+        settled = await self._wait_settled(si)
+        with contextlib.suppress(PulseError):
+            async with self._server():
+                await self._pulse.sink_input_mute(si.index, False)
+        self._dirty = True
+        took = time.monotonic() - started
+        if settled:
+            log.info("loopback %d settled on its delay in %.1f s; unmuted", si.index, took)
+        else:
+            log.warning("loopback %d did not settle within %.0f s; unmuted anyway", si.index, took)
+
+    async def _wait_settled(self, si: PaStream, timeout: float = JOIN_TIMEOUT_S) -> bool:
+        """Whether the loopback settled (see line_settled) before `timeout`; False if it went away."""
+        from pulsectl import PulseError
+
+        group = si.props.get(layout.PROP_GROUP)
+        seen: list[tuple[float, int, float | None]] = []
+        base: int | None = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                async with self._server():
+                    lines = [
+                        x
+                        for x in await self._pulse.sink_input_list()
+                        if _props(x).get(layout.PROP_ROLE) == ROLE_LINK and _props(x).get(layout.PROP_GROUP) == group
+                    ]
+                    if base is None:
+                        outs = [o for o in await self._pulse.source_output_list() if _owner(o) == si.owner_module]
+                        base = int(outs[0].sample_spec.rate) if outs else None
+            except PulseError:
+                return False
+            own = [int(x.sample_spec.rate) for x in lines if x.index == si.index]
+            if not own or base is None:
+                return False  # gone with its speaker or its record
+            others = [int(x.sample_spec.rate) for x in lines if x.index != si.index and not x.mute]
+            seen.append((time.monotonic(), own[0], statistics.median(others) if others else None))
+            if line_settled(seen, base):
+                return True
+            await asyncio.sleep(ADJUST_TIME_S)
+        return False
+
+    async def _link(self, out_port: int, in_port: int) -> PaStream | None:
         self._dirty = True
         await self.refresh()
         port_out, port_in = self._graph.ports.get(out_port), self._graph.ports.get(in_port)
@@ -594,13 +720,14 @@ class PulseBackend:
             raise BackendError(f"port {out_port} or {in_port} is gone")
         kind, target = decode_node(port_in.node_id)
         if decode_node(port_out.node_id)[0] == _SINK and decode_node(port_in.node_id)[0] == _REC_IN:
-            return  # a record reads its group's monitor from the moment it is loaded
+            return None  # a record reads its group's monitor from the moment it is loaded
         if decode_node(port_out.node_id)[0] != _REC_OUT or kind != _SINK:
             raise BackendError("the PulseAudio backend links only a member to its speaker")
         rec = self._record(port_out.node_id)
-        if any(si.target == target for si in self._loopbacks_of(rec.source.index)):
-            return
-        await self._load_loopback(rec, target, mute=False)
+        for si in self._loopbacks_of(rec.source.index):
+            if si.target == target:
+                return si if si.index in joining_in(self._snap) else None
+        return await self._load_loopback(rec, target, mute=True)
 
     async def _load_loopback(self, rec: Record, sink: int, mute: bool) -> PaStream:
         index = await self._load("module-loopback", loopback_args(rec.group, rec.source.index, sink, rec.delay_ms))
@@ -642,7 +769,10 @@ class PulseBackend:
         fresh = [await self._load_loopback(new_rec, si.target, mute=True) for si in old_links]
         if fresh and not at_once:
             # Muted, the new line fills and its rate control settles on the target before it is heard.
-            await asyncio.sleep(max(CONVERGE_S, (BASE_MS + new_ms) / 1000.0 + FILL_MARGIN_S))
+            await asyncio.gather(
+                asyncio.sleep(max(CONVERGE_S, (BASE_MS + new_ms) / 1000.0 + FILL_MARGIN_S)),
+                *(self._wait_settled(si) for si in fresh),
+            )
         # Both requests leave in one write: the server applies them in order, usually in the same block.
         async with self._server():
             await asyncio.gather(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -211,3 +213,51 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def test_pulseaudio_names_what_went_and_loopback_rate_changes_wake_nobody(pulse_room) -> None:  # type: ignore[no-untyped-def]
+    """Each loopback's rate control changes its sink input up to ten times a second, a change event each: they
+    must not wake pwgroup (they cost the daemon 2 % CPU when they did). A removal names what went."""
+    from pulsectl_asyncio import PulseAsync
+
+    from pwgroup.graph.pulse import PulseBackend
+
+    room = pulse_room
+    run = [sys.executable, "-m", "pwgroup"]
+    members = [s.address for s in room.speakers[:2]]
+    subprocess.run([*run, "group", "create", "quiet", *members], env=room.env, check=True)
+    player = room.play("quiet", None).start()
+    away = room.speakers[3]
+
+    async def watch() -> tuple[int, int, list[tuple[str, str]]]:
+        backend = await PulseBackend(room.env).open()
+        events = 0
+        async with PulseAsync("test", server=room.env["PULSE_SERVER"]) as pulse:
+
+            async def count() -> None:
+                nonlocal events
+                async for ev in pulse.subscribe_events("sink_input"):
+                    events += ev.t == "change" and ev.index in backend._own_inputs
+
+            counter = asyncio.create_task(count())
+            await asyncio.sleep(0.5)
+            serial = backend.serial
+            await asyncio.sleep(3.0)
+            woken = backend.serial - serial
+            counter.cancel()
+        room.disconnect(away.address)
+        deadline = time.monotonic() + 5
+        while ("sink", away.node_name) not in backend.removed and time.monotonic() < deadline:
+            await backend.wait_changed(0.2)
+        await backend.close()
+        return events, woken, list(backend.removed)
+
+    try:
+        events, woken, removed = asyncio.run(watch())
+    finally:
+        room.connect(away.address)
+        player.stop()
+        subprocess.run([*run, "group", "delete", "quiet"], env=room.env, check=True)
+    assert events >= 5, "the loopbacks' rates never changed: this test proves nothing"
+    assert woken == 0, f"{events} rate changes woke the backend {woken} times"
+    assert ("sink", away.node_name) in removed

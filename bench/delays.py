@@ -255,16 +255,23 @@ def change_pulse(room: PulseRoom, old_ms: float, new_ms: float) -> dict[str, flo
     }
 
 
+def bursts(seconds: float, seed: int) -> np.ndarray:
+    """A 20 ms noise burst every 100 ms, on both channels."""
+    period = RATE // 10
+    sig = np.zeros(int(RATE * seconds))
+    rng = np.random.default_rng(seed)
+    for start in range(0, len(sig) - period, period):
+        sig[start : start + 960] = rng.standard_normal(960) * 0.3
+    return np.stack([sig, sig], axis=1)
+
+
 def start_from_idle(room: PulseRoom, delays: list[float], seconds: float = 8.0) -> dict[str, float]:
     """The first stream into a group sink that had none (a user's first song): a burst every 100 ms from its
     start, each located on every member, to see how far apart members get and how soon they agree again."""
     period = RATE // 10
-    sig = np.zeros(int(RATE * seconds))
-    rng = np.random.default_rng(5)
-    for start in range(0, len(sig) - period, period):
-        sig[start : start + 960] = rng.standard_normal(960) * 0.3
+    sig = bursts(seconds, seed=5)
     with room.truth(GROUP, len(delays), hold=False) as rec:
-        room.play(GROUP, np.stack([sig, sig], axis=1)).start().wait()
+        room.play(GROUP, sig).start().wait()
         time.sleep(0.4 + room.lead_s)
         y = rec.stop()
     ref = y[:, 0]
@@ -284,6 +291,47 @@ def start_from_idle(room: PulseRoom, delays: list[float], seconds: float = 8.0) 
         "max_member_spread_samples": max(spreads),
         "within_1_sample_after_ms": (late[-1] + 1) * 100.0 if late else 0.0,
         "bursts": len(spreads),
+    }
+
+
+def return_pulse(room: PulseRoom, delays: list[float], seconds: float = 16.0) -> dict[str, float]:
+    """A member's speaker goes and comes back while the group plays bursts; pwgroup relinks it as a daemon's pass
+    would. Where is the returning member when it is first heard, and after?"""
+    asyncio.run(apply_pulse(room, delays))
+    spk, ch = room.speakers[1], 2
+    want = round(delays[1] * RATE / 1000) + spk.latency_samples
+    marks: dict[str, float] = {}
+    with room.truth(GROUP, len(delays)) as rec:
+        player = room.play(GROUP, bursts(seconds, seed=9)).start()
+        time.sleep(1.0)
+        room.disconnect(spk.address)
+        time.sleep(0.5)
+        room.connect(spk.address)
+        marks["back"] = time.monotonic()
+        asyncio.run(apply_pulse(room, delays))
+        marks["linked"] = time.monotonic()
+        player.wait()
+        time.sleep(0.4 + room.lead_s)
+        stop_at = time.monotonic()
+        y = rec.stop()
+    ref = y[:, 0]
+    period, reach = RATE // 10, RATE // 25
+    first = int(np.flatnonzero(np.abs(ref) > 1e-4)[0])
+    back = len(y) - int((stop_at - marks["back"]) * RATE)
+    heard: list[tuple[int, int]] = []  # (onset, error) of each burst the member played after it came back
+    for onset in range(max(first, back - want), first + int(seconds * RATE) - 2 * period, period):
+        a = onset + want - reach
+        seg = y[a : a + period + 2 * reach, ch]
+        if seg.size and np.sqrt(np.mean(seg**2)) > 0.01:
+            heard.append((onset, lag(ref[onset : onset + period], seg) - reach))
+    if not heard:
+        return {"relink_ms": (marks["linked"] - marks["back"]) * 1000, "heard_after_ms": float("nan")}
+    onset0 = heard[0][0]
+    return {
+        "relink_ms": (marks["linked"] - marks["back"]) * 1000,
+        "heard_after_ms": (onset0 + want - back) / RATE * 1000,
+        "max_abs_error_when_heard_samples": max(abs(e) for _, e in heard),
+        "bursts_heard": len(heard),
     }
 
 
@@ -310,6 +358,7 @@ def bench_pulse(trials: int, changes: int) -> dict[str, object]:
         for _ in range(3):
             asyncio.run(apply_pulse(room, [20.0, 0.0, 0.0]))
             idle.append(start_from_idle(room, [20.0, 0.0, 0.0]))
+        returns = [return_pulse(room, [20.0, 0.0, 0.0]) for _ in range(3)]
         moves = []
         old = 20.0
         for i in range(changes):
@@ -336,6 +385,14 @@ def bench_pulse(trials: int, changes: int) -> dict[str, object]:
             "reading its monitor is thrown off at once and rate control brings them back",
             "max_member_spread_samples": max(r["max_member_spread_samples"] for r in idle),
             "within_1_sample_after_ms_max": max(r["within_1_sample_after_ms"] for r in idle),
+        },
+        "speaker_returns": {
+            "runs": len(returns),
+            "note": "a member's speaker leaves and returns while bursts play; its line joins muted until it has "
+            "settled: when it is first heard (from its return) and how far off its delay any burst it played was",
+            "relink_ms_max": max(r["relink_ms"] for r in returns),
+            "heard_after_ms_max": max(r["heard_after_ms"] for r in returns),
+            "max_abs_error_when_heard_samples": max(r.get("max_abs_error_when_heard_samples", -1) for r in returns),
         },
         "delay_change": {
             "changes": len(moves),

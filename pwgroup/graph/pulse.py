@@ -379,6 +379,8 @@ class PulseBackend:
     """Keeps a snapshot of the server, refreshed when its subscription reports a change."""
 
     name = "pulse"
+    # How much longer than PipeWire a change may take: a joining line settles muted, a delay change swaps late.
+    settle_budget_s = JOIN_TIMEOUT_S + CONVERGE_S
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = dict(os.environ if env is None else env)
@@ -452,7 +454,7 @@ class PulseBackend:
 
     async def _check_own_mutes(self) -> None:
         """A second after the first of a run of changes to pwgroup's own lines: did any mute change? (The rate
-        changes behind most of them are not news, and a query per change cost the daemon ~2 % CPU.)"""
+        changes behind most of them are not news: when they woke the daemon, it spent ~2 % CPU on them.)"""
         from pulsectl import PulseError
 
         await asyncio.sleep(MUTE_CHECK_S)
@@ -686,6 +688,8 @@ class PulseBackend:
 
         started = time.monotonic()
         settled = await self._wait_settled(si)
+        if settled is None:
+            return  # gone with its speaker or its record
         with contextlib.suppress(PulseError):
             async with self._server():
                 await self._pulse.sink_input_mute(si.index, False)
@@ -696,8 +700,8 @@ class PulseBackend:
         else:
             log.warning("loopback %d did not settle within %.0f s; unmuted anyway", si.index, took)
 
-    async def _wait_settled(self, si: PaStream, timeout: float = JOIN_TIMEOUT_S) -> bool:
-        """Whether the loopback settled (see line_settled) before `timeout`; False if it went away."""
+    async def _wait_settled(self, si: PaStream, timeout: float = JOIN_TIMEOUT_S) -> bool | None:
+        """Whether the loopback settled (see line_settled) before `timeout`; None if it went away."""
         from pulsectl import PulseError
 
         group = si.props.get(layout.PROP_GROUP)
@@ -716,10 +720,10 @@ class PulseBackend:
                         outs = [o for o in await self._pulse.source_output_list() if _owner(o) == si.owner_module]
                         base = int(outs[0].sample_spec.rate) if outs else None
             except PulseError:
-                return False
+                return None
             own = [int(x.sample_spec.rate) for x in lines if x.index == si.index]
             if not own or base is None:
-                return False  # gone with its speaker or its record
+                return None
             others = [int(x.sample_spec.rate) for x in lines if x.index != si.index and not x.mute]
             seen.append((time.monotonic(), own[0], statistics.median(others) if others else None))
             if line_settled(seen, base):

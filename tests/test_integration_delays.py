@@ -4,7 +4,10 @@ cross-correlation against the group's monitor recorded in the same stream."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -203,3 +206,51 @@ def test_remove_and_readd_member_while_playing_leaves_others_untouched(sound_cli
     # The re-added member plays again, at its new delay.
     tail = y[-int(1.5 * RATE) :, :]
     assert abs(lag(tail[:, 0], tail[:, 3]) - (round(30 * RATE / 1000) + spk3.latency_samples)) <= ref_slack(room)
+
+
+def test_a_delay_change_cut_short_is_finished_by_the_next_pass(pulse_room, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """PulseAudio: a delay change stopped midway (Ctrl-C on `delay set`, a daemon killed) leaves the old line
+    playing and the new one muted beside it. Once the change is overdue, the next pass takes the new line up and
+    retires the old: one line per member, at the new delay."""
+    from pwgroup.graph import pulse
+    from pwgroup.model import GroupSpec, MemberSpec
+    from pwgroup.supervisor import converge
+
+    room = pulse_room
+    first, second = room.speakers[0], room.speakers[1]
+    run = [sys.executable, "-m", "pwgroup"]
+    subprocess.run([*run, "group", "create", "cut", first.address, second.address], env=room.env, check=True)
+    monkeypatch.setattr(pulse, "SWAP_GRACE_S", 1.0)
+
+    def records(be: pulse.PulseBackend) -> list[pulse.Record]:
+        return [r for r in be._all_records() if r.group == "cut"]
+
+    async def cut_short_then_pass() -> tuple[int, int, list[bool]]:
+        be = await pulse.PulseBackend(room.env).open()
+        try:
+            rec = pulse.records_in(be._snap)[("cut", first.address)]
+            change = asyncio.create_task(be.set_delay(pulse.record_ids(rec.source.index)[1], 60.0))
+            await asyncio.sleep(1.5)  # the new line is loaded and muted, the swap not yet done
+            change.cancel()
+            await asyncio.gather(change, return_exceptions=True)
+            await be.refresh()
+            left = len(records(be))
+            await asyncio.sleep(1.0)  # the change is overdue now
+            spec = GroupSpec("cut", "cut", (MemberSpec(first.address, 60.0), MemberSpec(second.address, 0.0)))
+            await converge(be, spec, "cut")
+            be._dirty = True
+            await be.refresh()
+            lines = [si for si, src in pulse.links_in(be._snap) if any(r.source.index == src for r in records(be))]
+            return left, len(records(be)), [si.mute for si in lines]
+        finally:
+            await be.close()
+
+    try:
+        left, after, mutes = asyncio.run(cut_short_then_pass())
+        assert left == 3, "the cut-short change should have left two records of the first member"
+        assert after == 2 and mutes == [False, False], (after, mutes)
+        got = arrivals(room, "cut", 2)
+        want = [round(60 * RATE / 1000) + first.latency_samples, second.latency_samples]
+        assert all(abs(g - w) <= ref_slack(room) for g, w in zip(got, want, strict=True)), (got, want)
+    finally:
+        subprocess.run([*run, "group", "delete", "cut"], env=room.env, check=True)

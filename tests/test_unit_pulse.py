@@ -4,12 +4,14 @@ server's state read as the shared model, so the one reconciler drives both backe
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 import pytest
 
 from pwgroup.graph import layout
 from pwgroup.graph.pulse import (
+    PROP_SWAP_UNTIL,
     ROLE_LINK,
     ROLE_RECORD,
     PaSink,
@@ -17,6 +19,7 @@ from pwgroup.graph.pulse import (
     PaStream,
     Snapshot,
     hex_value,
+    joining_in,
     line_settled,
     loopback_args,
     null_sink_args,
@@ -143,9 +146,10 @@ def test_backend_override_and_a_bad_one() -> None:
         asyncio.run(choose({"PWGROUP_BACKEND": "alsa"}))
 
 
-def test_a_muted_line_is_a_link_only_beside_a_playing_one() -> None:
+def test_a_muted_line_is_a_link_only_beside_a_playing_one_while_its_change_runs() -> None:
     """A joining loopback (muted until it settles) is not a link yet, so a reconcile pass takes it up again; the
-    new line of a delay change, muted beside the old one that plays, is the member's link."""
+    new line of a delay change, muted beside the old one that plays, is the member's link while the change runs,
+    and a joining line once it is overdue (the pwgroup making it stopped midway)."""
     desired = GroupSpec("g", "g", (MemberSpec(ADDR, 37.0),))
     joining = snapshot()
     joining.sink_inputs[0] = replace(joining.sink_inputs[0], mute=True)
@@ -161,11 +165,14 @@ def test_a_muted_line_is_a_link_only_beside_a_playing_one() -> None:
     old = replace(old, props={**old.props, layout.PROP_DELAY_MS: "20"})
     link = swapping.sink_inputs[0].props
     swapping.sources.insert(0, old)
+    until = int(time.time()) + 60
+    swapping.sources[1] = replace(swapping.sources[1], props={**swapping.sources[1].props, PROP_SWAP_UNTIL: str(until)})
     swapping.source_outputs += [PaStream(4, 31, 10, False), PaStream(5, 32, 13, False, link)]
     swapping.sink_inputs.append(PaStream(9, 32, 5, False, link))
     (m,) = layout.observe_group(to_graph(swapping), "g").members
     assert m.linked and m.delay_ms == 37.0
     assert reconcile(desired, to_graph(swapping), "g") == []
+    assert joining_in(swapping, now=until - 1) == set() and joining_in(swapping, now=until + 1) == {8}
 
 
 def test_a_joining_line_is_settled_when_steady_unpulled_and_in_step() -> None:

@@ -61,11 +61,16 @@ SETTLED_JITTER_HZ = 4
 SETTLED_STEADY_S = 1.0
 SETTLED_START_S = 3.0
 JOIN_TIMEOUT_S = 15.0
+# How long a delay change may take before its new line is taken for one left by a pwgroup that stopped midway.
+SWAP_GRACE_S = CONVERGE_S + JOIN_TIMEOUT_S + 10.0
 MUTE_CHECK_S = 1.0  # how soon a change to one of pwgroup's own lines is looked at (see PulseBackend._watch)
 FILL_MARGIN_S = 0.3  # a fresh loopback plays its initial silence for its latency; this much more, it holds audio
 # PulseAudio 16 reads latency_msec as a whole number of milliseconds.
 DELAY_STEP_MS = 1
 PROP_MEMBER_HEX = "pwgroup.member.hex"
+# The record of a delay change's new line: until this wall-clock second its muted line stands in as the member's
+# link beside the old one; after it (the pwgroup that made it stopped mid-change) it is a joining line.
+PROP_SWAP_UNTIL = "pwgroup.swap.until"
 PROP_DELAY_MS = layout.PROP_DELAY_MS
 ROLE_RECORD = "member-record"
 ROLE_LINK = "member-link"
@@ -184,7 +189,9 @@ def null_sink_args(group: GroupSpec) -> str:
     )
 
 
-def record_args(group: str, member: str, delay_ms: int, monitor: int, generation: int) -> str:
+def record_args(
+    group: str, member: str, delay_ms: int, monitor: int, generation: int, swap_until: int | None = None
+) -> str:
     props: dict[str, str | int] = {
         "device.description": hex_value(f"pwgroup {group} member (internal)"),
         layout.PROP_GROUP: group,
@@ -192,6 +199,8 @@ def record_args(group: str, member: str, delay_ms: int, monitor: int, generation
         PROP_MEMBER_HEX: member.encode("utf-8", "surrogateescape").hex(),
         PROP_DELAY_MS: delay_ms,
     }
+    if swap_until is not None:
+        props[PROP_SWAP_UNTIL] = swap_until
     name = f"{layout.member_node_name(group, member, 'rec')}{generation}"
     return f"source_name={name} master={monitor} source_properties={proplist_arg(props)}"
 
@@ -263,17 +272,23 @@ def links_in(snap: Snapshot) -> list[tuple[PaStream, int]]:
     ]
 
 
-def joining_in(snap: Snapshot) -> set[int]:
-    """Sink inputs of loopbacks still settling, muted, with no other loopback of their member playing to the same
-    speaker (a delay change's new line is muted beside the old one, which plays): not links yet."""
-    member = {
-        src.index: (src.props.get(layout.PROP_GROUP), src.props.get(PROP_MEMBER_HEX))
-        for src in snap.sources
-        if src.props.get(layout.PROP_ROLE) == ROLE_RECORD
-    }
+def joining_in(snap: Snapshot, now: float | None = None) -> set[int]:
+    """Sink inputs of loopbacks still settling, muted: not links yet. Except a delay change's new line, muted
+    beside the old one that plays, while its change is under way (PROP_SWAP_UNTIL, against `now`)."""
+    now = time.time() if now is None else now
+    records = {src.index: src for src in snap.sources if src.props.get(layout.PROP_ROLE) == ROLE_RECORD}
+
+    def member(source: int) -> tuple[str | None, str | None]:
+        props = records[source].props if source in records else {}
+        return props.get(layout.PROP_GROUP), props.get(PROP_MEMBER_HEX)
+
+    def swapping(source: int) -> bool:
+        until = records[source].props.get(PROP_SWAP_UNTIL, "") if source in records else ""
+        return until.isdigit() and int(until) > now
+
     links = links_in(snap)
-    playing = {(member.get(src), si.target) for si, src in links if not si.mute}
-    return {si.index for si, src in links if si.mute and (member.get(src), si.target) not in playing}
+    playing = {(member(src), si.target) for si, src in links if not si.mute}
+    return {si.index for si, src in links if si.mute and not (swapping(src) and (member(src), si.target) in playing)}
 
 
 def line_settled(seen: Sequence[tuple[float, int, float | None]], base: int) -> bool:
@@ -375,6 +390,30 @@ def _owner(obj: Any) -> int | None:
 _FACILITIES = ("sink", "source", "sink_input", "source_output", "module")
 
 
+def _keep_rates() -> None:
+    """pulsectl hands out an info's `sample_spec` as a view into libpulse's memory, which is freed once its
+    callback returns: read later, the rate is whatever took that memory (seen: 2051904480 Hz, and a source rate
+    of 1). Its subclass hook runs inside the callback, so the rate is copied there, as `rate`."""
+    import pulsectl
+
+    for cls in (
+        pulsectl.PulseSinkInfo,
+        pulsectl.PulseSinkInputInfo,
+        pulsectl.PulseSourceInfo,
+        pulsectl.PulseSourceOutputInfo,
+    ):
+        if getattr(cls, "_pwgroup_keeps_rate", False):
+            continue
+        original = cls._init_from_struct
+
+        def init(self: Any, struct: Any, _original: Any = original) -> None:
+            _original(self, struct)
+            self.rate = int(struct.sample_spec.rate)
+
+        cls._init_from_struct = init
+        cls._pwgroup_keeps_rate = True
+
+
 class PulseBackend:
     """Keeps a snapshot of the server, refreshed when its subscription reports a change."""
 
@@ -413,6 +452,7 @@ class PulseBackend:
         from pulsectl_asyncio import PulseAsync
 
         server = self.env.get("PULSE_SERVER")
+        _keep_rates()
         self._pulse = PulseAsync("pwgroup", server=server)
         try:
             await asyncio.wait_for(self._pulse.connect(autospawn=False), timeout)
@@ -496,12 +536,10 @@ class PulseBackend:
     async def _refresh(self) -> Graph:
         self._dirty = False
         p = self._pulse
-        info = await p.server_info()
         sinks, sources = await p.sink_list(), await p.source_list()
         sink_inputs, source_outputs = await p.sink_input_list(), await p.source_output_list()
-        # pulsectl's server info leaves the sample spec out; then the rate of the first sink stands for it.
-        rate = getattr(getattr(info, "default_sample_spec", None), "rate", None)
-        rate = rate or (int(sinks[0].sample_spec.rate) if sinks else layout.DEFAULT_RATE)
+        # pulsectl's server info leaves the default sample spec out: the rate of the first sink stands for it.
+        rate = int(sinks[0].rate) if sinks else layout.DEFAULT_RATE
         snap = Snapshot(rate=int(rate))
         for s in sinks:
             self.names[("sink", s.index)] = s.name
@@ -513,7 +551,7 @@ class PulseBackend:
                     tuple(s.channel_list),
                     s.monitor_source,
                     _owner(s),
-                    int(s.sample_spec.rate),
+                    int(s.rate),
                     _props(s),
                     tuple(float(v) for v in getattr(s.volume, "values", ())),
                     bool(s.mute),
@@ -634,12 +672,15 @@ class PulseBackend:
             raise BackendError(f"group sink of {group!r} is gone")
         await self._load_record(group, member.speaker, quantize_ms(member.delay_ms), sink.monitor_source)
 
-    async def _load_record(self, group: str, member: str, delay_ms: int, monitor: int) -> int:
+    async def _load_record(
+        self, group: str, member: str, delay_ms: int, monitor: int, swap_until: int | None = None
+    ) -> int:
         used = {s.name for s in self._snap.sources}
         generation = next(
             i for i in range(len(used) + 2) if f"{layout.member_node_name(group, member, 'rec')}{i}" not in used
         )
-        index = await self._load("module-remap-source", record_args(group, member, delay_ms, monitor, generation))
+        args = record_args(group, member, delay_ms, monitor, generation, swap_until)
+        index = await self._load("module-remap-source", args)
 
         def loaded(s: Snapshot) -> bool:
             return any(src.owner_module == index for src in s.sources)
@@ -693,12 +734,44 @@ class PulseBackend:
         with contextlib.suppress(PulseError):
             async with self._server():
                 await self._pulse.sink_input_mute(si.index, False)
-        self._dirty = True
+        await self._retire_others(si)
         took = time.monotonic() - started
         if settled:
             log.info("loopback %d settled on its delay in %.1f s; unmuted", si.index, took)
         else:
             log.warning("loopback %d did not settle within %.0f s; unmuted anyway", si.index, took)
+
+    async def _retire_others(self, si: PaStream) -> None:
+        """Once a line plays, any other line of its member to the same speaker, and any older record of that member
+        left without a line, is what a delay change cut short left behind (its old half): unloaded."""
+        self._dirty = True
+        await self.refresh()
+        reads = {so.owner_module: so.target for so in self._snap.source_outputs if so.owner_module is not None}
+        mine = reads.get(si.owner_module) if si.owner_module is not None else None
+        records = self._all_records()
+        rec = next((r for r in records if r.source.index == mine), None)
+        if rec is None:
+            return
+        older = [r for r in records if (r.group, r.member) == (rec.group, rec.member) and r.source.index != mine]
+        for old in older:
+            for line in self._loopbacks_of(old.source.index):
+                if line.target == si.target:
+                    log.info("unloading loopback %d, left by a delay change cut short", line.index)
+                    await self._unload(line.owner_module)
+        self._dirty = True
+        await self.refresh()
+        for old in older:
+            if not self._loopbacks_of(old.source.index):
+                await self._unload(old.source.owner_module)
+
+    def _all_records(self) -> list[Record]:
+        found = []
+        for src in self._snap.sources:
+            p = src.props
+            member, delay = unhex(p.get(PROP_MEMBER_HEX, "")), p.get(PROP_DELAY_MS, "")
+            if p.get(layout.PROP_ROLE) == ROLE_RECORD and member is not None and delay.isdigit():
+                found.append(Record(src, p.get(layout.PROP_GROUP, ""), member, int(delay)))
+        return found
 
     async def _wait_settled(self, si: PaStream, timeout: float = JOIN_TIMEOUT_S) -> bool | None:
         """Whether the loopback settled (see line_settled) before `timeout`; None if it went away."""
@@ -718,17 +791,18 @@ class PulseBackend:
                     ]
                     if base is None:
                         outs = [o for o in await self._pulse.source_output_list() if _owner(o) == si.owner_module]
-                        base = int(outs[0].sample_spec.rate) if outs else None
+                        base = int(outs[0].rate) if outs else None
             except PulseError:
                 return None
-            own = [int(x.sample_spec.rate) for x in lines if x.index == si.index]
+            own = [int(x.rate) for x in lines if x.index == si.index]
             if not own or base is None:
                 return None
-            others = [int(x.sample_spec.rate) for x in lines if x.index != si.index and not x.mute]
+            others = [int(x.rate) for x in lines if x.index != si.index and not x.mute]
             seen.append((time.monotonic(), own[0], statistics.median(others) if others else None))
             if line_settled(seen, base):
                 return True
             await asyncio.sleep(ADJUST_TIME_S)
+        log.debug("loopback %d unsettled: base %s, last (rate, others) %s", si.index, base, [x[1:] for x in seen[-10:]])
         return False
 
     async def _link(self, out_port: int, in_port: int) -> PaStream | None:
@@ -781,7 +855,8 @@ class PulseBackend:
         if sink is None:
             raise BackendError(f"group sink of {old.group!r} is gone")
         old_links = self._loopbacks_of(old.source.index)
-        new_module = await self._load_record(old.group, old.member, new_ms, sink.monitor_source)
+        swap_until = int(time.time() + SWAP_GRACE_S)
+        new_module = await self._load_record(old.group, old.member, new_ms, sink.monitor_source, swap_until)
         new_rec = next(
             Record(src, old.group, old.member, new_ms) for src in self._snap.sources if src.owner_module == new_module
         )

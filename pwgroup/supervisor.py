@@ -403,15 +403,13 @@ class BluetoothKeeper:
 
 MAX_PASSES_PER_S = 30  # a flapping speaker costs at most this many reconcile passes a second
 RECONNECT_PERIOD_S = 0.2  # how often a lost sound server is looked for again
+LINK_GRACE_S = 0.5  # how long a link we made is taken as there before our own watcher shows it
+PENDING_RECHECK_S = 1.0  # how often members away without a reconnect under way are looked at again
 
 
 def server_label(backend_name: str) -> str:
     """The sound server a backend speaks to, as users know it."""
     return {"pipewire": "PipeWire", "pulse": "PulseAudio"}.get(backend_name, backend_name)
-
-
-LINK_GRACE_S = 0.5  # how long a link we made is taken as there before our own watcher shows it
-PENDING_RECHECK_S = 1.0  # how often members away without a reconnect under way are looked at again
 
 
 class Supervisor:

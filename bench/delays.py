@@ -391,8 +391,11 @@ def bench_pulse(trials: int, changes: int) -> dict[str, object]:
             "note": "a member's speaker leaves and returns while bursts play; its line joins muted until it has "
             "settled: when it is first heard (from its return) and how far off its delay any burst it played was",
             "relink_ms_max": max(r["relink_ms"] for r in returns),
-            "heard_after_ms_max": max(r["heard_after_ms"] for r in returns),
-            "max_abs_error_when_heard_samples": max(r.get("max_abs_error_when_heard_samples", -1) for r in returns),
+            "never_heard": sum("bursts_heard" not in r for r in returns),
+            "heard_after_ms_max": max((r["heard_after_ms"] for r in returns if "bursts_heard" in r), default=None),
+            "max_abs_error_when_heard_samples": max(
+                (r["max_abs_error_when_heard_samples"] for r in returns if "bursts_heard" in r), default=None
+            ),
         },
         "delay_change": {
             "changes": len(moves),

@@ -255,9 +255,13 @@ def change_pulse(room: PulseRoom, old_ms: float, new_ms: float) -> dict[str, flo
     }
 
 
+BURST_PERIOD = RATE // 10  # bursts() puts one burst in each
+BURST_REACH = RATE // 25  # how far (±40 ms) from its target a member's copy of a burst is looked for
+
+
 def bursts(seconds: float, seed: int) -> np.ndarray:
     """A 20 ms noise burst every 100 ms, on both channels."""
-    period = RATE // 10
+    period = BURST_PERIOD
     sig = np.zeros(int(RATE * seconds))
     rng = np.random.default_rng(seed)
     for start in range(0, len(sig) - period, period):
@@ -265,10 +269,21 @@ def bursts(seconds: float, seed: int) -> np.ndarray:
     return np.stack([sig, sig], axis=1)
 
 
+def burst_window(y: np.ndarray, ch: int, onset: int, want: int) -> np.ndarray:
+    """Channel `ch` around where the burst starting at `onset` should land, `want` samples later."""
+    a = onset + want - BURST_REACH
+    return y[a : a + BURST_PERIOD + 2 * BURST_REACH, ch]
+
+
+def burst_error(y: np.ndarray, ch: int, onset: int, want: int) -> int:
+    """Samples the member on `ch` played the burst at `onset` off `want` (reference: channel 0)."""
+    return lag(y[onset : onset + BURST_PERIOD, 0], burst_window(y, ch, onset, want)) - BURST_REACH
+
+
 def start_from_idle(room: PulseRoom, delays: list[float], seconds: float = 8.0) -> dict[str, float]:
     """The first stream into a group sink that had none (a user's first song): a burst every 100 ms from its
     start, each located on every member, to see how far apart members get and how soon they agree again."""
-    period = RATE // 10
+    period = BURST_PERIOD
     sig = bursts(seconds, seed=5)
     with room.truth(GROUP, len(delays), hold=False) as rec:
         room.play(GROUP, sig).start().wait()
@@ -279,12 +294,7 @@ def start_from_idle(room: PulseRoom, delays: list[float], seconds: float = 8.0) 
     want = [round(d * RATE / 1000) + spk.latency_samples for d, spk in zip(delays, room.speakers, strict=False)]
     spreads = []
     for onset in range(first, first + len(sig) - 2 * period, period):
-        r = ref[onset : onset + period]
-        errs = []
-        for ch, w in enumerate(want, start=1):
-            # The member's copy of this burst, wherever within ±40 ms of its target it landed.
-            a = onset + w - RATE // 25
-            errs.append(lag(r, y[a : a + period + 2 * RATE // 25, ch]) - RATE // 25)
+        errs = [burst_error(y, ch, onset, w) for ch, w in enumerate(want, start=1)]
         spreads.append(max(errs) - min(errs))
     late = [k for k, s in enumerate(spreads) if s > 1]
     return {
@@ -315,15 +325,14 @@ def return_pulse(room: PulseRoom, delays: list[float], seconds: float = 16.0) ->
         stop_at = time.monotonic()
         y = rec.stop()
     ref = y[:, 0]
-    period, reach = RATE // 10, RATE // 25
+    period = BURST_PERIOD
     first = int(np.flatnonzero(np.abs(ref) > 1e-4)[0])
     back = len(y) - int((stop_at - marks["back"]) * RATE)
     heard: list[tuple[int, int]] = []  # (onset, error) of each burst the member played after it came back
     for onset in range(max(first, back - want), first + int(seconds * RATE) - 2 * period, period):
-        a = onset + want - reach
-        seg = y[a : a + period + 2 * reach, ch]
+        seg = burst_window(y, ch, onset, want)
         if seg.size and np.sqrt(np.mean(seg**2)) > 0.01:
-            heard.append((onset, lag(ref[onset : onset + period], seg) - reach))
+            heard.append((onset, burst_error(y, ch, onset, want)))
     if not heard:
         return {"relink_ms": (marks["linked"] - marks["back"]) * 1000, "heard_after_ms": float("nan")}
     onset0 = heard[0][0]

@@ -223,7 +223,7 @@ def test_a_delay_change_cut_short_is_finished_by_the_next_pass(pulse_room, monke
     monkeypatch.setattr(pulse, "SWAP_GRACE_S", 1.0)
 
     def records(be: pulse.PulseBackend) -> list[pulse.Record]:
-        return [r for r in be._all_records() if r.group == "cut"]
+        return [r for r in pulse.all_records(be._snap) if r.group == "cut"]
 
     async def cut_short_then_pass() -> tuple[int, int, list[bool]]:
         be = await pulse.PulseBackend(room.env).open()

@@ -246,9 +246,9 @@ class Record:
     delay_ms: int
 
 
-def records_in(snap: Snapshot) -> dict[tuple[str, str], Record]:
-    """The member records, one per (group, member): the newest when a delay change left two."""
-    found: dict[tuple[str, str], Record] = {}
+def all_records(snap: Snapshot) -> list[Record]:
+    """Every member record, oldest first (a delay change under way, or cut short, leaves two of a member)."""
+    found = []
     for src in sorted(snap.sources, key=lambda s: s.index):
         p = src.props
         if p.get(layout.PROP_ROLE) != ROLE_RECORD:
@@ -258,8 +258,13 @@ def records_in(snap: Snapshot) -> dict[tuple[str, str], Record]:
         delay = p.get(PROP_DELAY_MS, "")
         if member is None or not group or not delay.isdigit():
             continue
-        found[(group, member)] = Record(src, group, member, int(delay))
+        found.append(Record(src, group, member, int(delay)))
     return found
+
+
+def records_in(snap: Snapshot) -> dict[tuple[str, str], Record]:
+    """The member records, one per (group, member): the newest when a delay change left two."""
+    return {(r.group, r.member): r for r in all_records(snap)}
 
 
 def links_in(snap: Snapshot) -> list[tuple[PaStream, int]]:
@@ -276,14 +281,13 @@ def joining_in(snap: Snapshot, now: float | None = None) -> set[int]:
     """Sink inputs of loopbacks still settling, muted: not links yet. Except a delay change's new line, muted
     beside the old one that plays, while its change is under way (PROP_SWAP_UNTIL, against `now`)."""
     now = time.time() if now is None else now
-    records = {src.index: src for src in snap.sources if src.props.get(layout.PROP_ROLE) == ROLE_RECORD}
+    records = {r.source.index: r for r in all_records(snap)}
 
-    def member(source: int) -> tuple[str | None, str | None]:
-        props = records[source].props if source in records else {}
-        return props.get(layout.PROP_GROUP), props.get(PROP_MEMBER_HEX)
+    def member(source: int) -> tuple[str, str] | None:
+        return (records[source].group, records[source].member) if source in records else None
 
     def swapping(source: int) -> bool:
-        until = records[source].props.get(PROP_SWAP_UNTIL, "") if source in records else ""
+        until = records[source].source.props.get(PROP_SWAP_UNTIL, "") if source in records else ""
         return until.isdigit() and int(until) > now
 
     links = links_in(snap)
@@ -748,7 +752,7 @@ class PulseBackend:
         await self.refresh()
         reads = {so.owner_module: so.target for so in self._snap.source_outputs if so.owner_module is not None}
         mine = reads.get(si.owner_module) if si.owner_module is not None else None
-        records = self._all_records()
+        records = all_records(self._snap)
         rec = next((r for r in records if r.source.index == mine), None)
         if rec is None:
             return
@@ -763,15 +767,6 @@ class PulseBackend:
         for old in older:
             if not self._loopbacks_of(old.source.index):
                 await self._unload(old.source.owner_module)
-
-    def _all_records(self) -> list[Record]:
-        found = []
-        for src in self._snap.sources:
-            p = src.props
-            member, delay = unhex(p.get(PROP_MEMBER_HEX, "")), p.get(PROP_DELAY_MS, "")
-            if p.get(layout.PROP_ROLE) == ROLE_RECORD and member is not None and delay.isdigit():
-                found.append(Record(src, p.get(layout.PROP_GROUP, ""), member, int(delay)))
-        return found
 
     async def _wait_settled(self, si: PaStream, timeout: float = JOIN_TIMEOUT_S) -> bool | None:
         """Whether the loopback settled (see line_settled) before `timeout`; None if it went away."""

@@ -32,7 +32,7 @@ from pwgroup.model import GroupSpec, MemberSpec
 from pwgroup.sim.measure import decompose, lag
 from pwgroup.sim.pulseroom import PulseRoom
 from pwgroup.sim.room import RATE, Room
-from pwgroup.supervisor import converge
+from pwgroup.supervisor.executor import converge
 
 GROUP = "bench"
 HIDDEN_MS = [100.0, 150.0, 200.0]

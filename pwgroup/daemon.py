@@ -17,7 +17,8 @@ from pwgroup.config import config_path
 from pwgroup.graph import Backend
 from pwgroup.graph.select import open_backend
 from pwgroup.model import EXIT_OK
-from pwgroup.supervisor import DaemonLock, Supervisor
+from pwgroup.supervisor.loop import Supervisor
+from pwgroup.supervisor.session import DaemonLock
 
 # sd-daemon(3) level prefixes: journald reads them from the start of each line on stderr.
 LEVELS = {"error": 3, "warning": 4, "info": 6, "debug": 7}

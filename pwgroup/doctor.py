@@ -228,7 +228,7 @@ def check_graph_settings(graph: Graph | None) -> list[Check]:
 
 def check_config_and_daemon(env: Mapping[str, str]) -> list[Check]:
     from pwgroup.config import ConfigError, config_path, load
-    from pwgroup.supervisor import daemon_pid
+    from pwgroup.supervisor.session import daemon_pid
 
     path = config_path(env)
     checks: list[Check] = []

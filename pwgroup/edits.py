@@ -14,7 +14,9 @@ from typing import Any
 from pwgroup.config import CHANNELS, ConfigFile, GroupConfig, MemberConfig
 from pwgroup.graph import Backend, layout
 from pwgroup.model import Graph, GroupSpec, Node, UserError, normalize_address
-from pwgroup.supervisor import converge, daemon_pid, desired_from_graph, hold, wait_applied
+from pwgroup.supervisor.executor import converge, wait_applied
+from pwgroup.supervisor.reconcile import desired_from_graph
+from pwgroup.supervisor.session import daemon_pid, hold
 from pwgroup.text import safe_text
 
 # edit(graph, current) -> the wanted group, or None to delete it; raises UserError to refuse.

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Mapping
 
-from pwgroup.supervisor import daemon_pid, runtime_dir
+from pwgroup.supervisor.session import daemon_pid, runtime_dir
 
 
 def daemon_state(env: Mapping[str, str]) -> tuple[int | None, dict[str, str], dict[str, float]]:

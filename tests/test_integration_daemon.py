@@ -22,7 +22,7 @@ from pwgroup.graph import spajson
 from pwgroup.graph.proc import tool
 from pwgroup.graph.pulse import CONVERGE_S, JOIN_TIMEOUT_S
 from pwgroup.sim.room import Room
-from pwgroup.supervisor import daemon_pid
+from pwgroup.supervisor.session import daemon_pid
 
 
 class Daemon:

@@ -214,7 +214,7 @@ def test_a_delay_change_cut_short_is_finished_by_the_next_pass(pulse_room, monke
     retires the old: one line per member, at the new delay."""
     from pwgroup.graph import pulse
     from pwgroup.model import GroupSpec, MemberSpec
-    from pwgroup.supervisor import converge
+    from pwgroup.supervisor.executor import converge
 
     room = pulse_room
     first, second = room.speakers[0], room.speakers[1]

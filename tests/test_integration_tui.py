@@ -232,7 +232,7 @@ async def _create_and_calibrate(room) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_pulled_speaker_shows_absent_then_returns(room, group: str) -> None:  # type: ignore[no-untyped-def]
-    from pwgroup.supervisor import daemon_pid
+    from pwgroup.supervisor.session import daemon_pid
 
     asyncio.run(_pulled(room, group))
     assert daemon_pid(room.env) is None  # the dashboard let go of the session when it closed
@@ -246,7 +246,7 @@ async def _cli_edit(room, cli, group: str) -> None:  # type: ignore[no-untyped-d
     """The CLI finds the dashboard by the session's lock, signals it like the daemon, and waits for it."""
     import os
 
-    from pwgroup.supervisor import daemon_pid
+    from pwgroup.supervisor.session import daemon_pid
 
     spk = room.speakers[0].address
     app = app_for(room)

@@ -67,7 +67,7 @@ def applied(room) -> bool:  # type: ignore[no-untyped-def]
     follows when the session's reconciler (the daemon, or this dashboard standing in for it) has run."""
     from pwgroup.config import config_path
     from pwgroup.config import load as load_config
-    from pwgroup.supervisor import reconcile
+    from pwgroup.supervisor.reconcile import reconcile
 
     group = load_config(config_path(room.env)).groups.get(GROUP)
     return group is not None and not reconcile(group.spec(), room.dump(), GROUP)

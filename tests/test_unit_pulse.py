@@ -30,7 +30,7 @@ from pwgroup.graph.pulse import (
 )
 from pwgroup.graph.select import choose
 from pwgroup.model import GroupSpec, MemberSpec, SetDelay, UserError, speakers_in
-from pwgroup.supervisor import reconcile
+from pwgroup.supervisor.reconcile import reconcile
 
 HOSTILE = ['a b=c "x', "quote ' \\ backslash", "new\nline", "\x1b[31m", "\u202eevil", "} ] = {", "Z" * 4096, "\udcff"]
 ADDR = "AA:BB:CC:00:00:01"

@@ -19,7 +19,7 @@ from pwgroup.model import (
     StopMember,
     Unlink,
 )
-from pwgroup.supervisor import reconcile
+from pwgroup.supervisor.reconcile import reconcile
 
 ADDR = "AA:BB:CC:00:00:01"
 

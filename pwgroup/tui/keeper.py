@@ -14,7 +14,8 @@ from typing import Any
 
 from pwgroup.config import config_path
 from pwgroup.model import UserError
-from pwgroup.supervisor import DaemonLock, Supervisor, daemon_pid
+from pwgroup.supervisor.loop import Supervisor
+from pwgroup.supervisor.session import DaemonLock, daemon_pid
 
 
 class Keeper:

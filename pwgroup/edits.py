@@ -40,7 +40,7 @@ async def apply(be: Any, desired: GroupSpec | None, name: str, at_once: bool = F
         return
     os.kill(pid, signal.SIGUSR1)
     # A backend may take longer to apply a change well (PulseAudio: a joining line settles, muted).
-    await wait_applied(be, desired, name, timeout=10.0 + float(getattr(be, "settle_budget_s", 0.0)))
+    await wait_applied(be, desired, name, timeout=10.0 + be.capabilities.settle_budget_s)
 
 
 async def edit_group(be: Backend, cfg: ConfigFile, name: str, edit: Edit) -> GroupConfig | None:

@@ -1,18 +1,69 @@
-"""The sound-server room: one Backend protocol, a PipeWire adapter (pw-dump/pw-cli/pw-link) and later PulseAudio.
+"""The sound-server room: one Backend protocol, the only door to a sound server, and its adapters: PipeWire
+(pw-dump/pw-cli/pw-link) and PulseAudio (pulsectl-asyncio).
 
-Backends turn actions into server calls and report the observed Graph; they never decide what should exist.
+Backends turn actions into server calls and report the observed Graph; they never decide what should exist. What
+differs between servers and versions is in the Capabilities a backend fills when it opens: callers read those and
+never ask which backend they hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pwgroup.model import Graph, GroupSpec, MemberSpec
 
+# Member kinds a backend can play a group to (see model: a member is a target the backend resolves).
+KIND_BLUETOOTH = "bluetooth"  # a Bluetooth speaker, by address
+KIND_SINK = "sink"  # any other sink, by node name: USB, HDMI, analog, a network sink
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one sound server, at its version, can do for pwgroup: filled by the backend when it opens."""
+
+    server: str  # as users know it: "PipeWire", "PulseAudio"
+    server_version: str | None = None
+    session_manager: str | None = None  # "WirePlumber" (None where the server has none)
+    session_manager_version: str | None = None
+    calibrate: bool = False  # can play test signals and record the microphone on one timeline
+    member_gain: bool = False  # a member's volume and channel role are applied (not only saved)
+    rename_when_idle: bool = False  # the graph shows apps' streams, so a sink can be made again while none plays
+    glitch_free_delay: bool = False  # a delay change while playing skips and repeats nothing
+    member_kinds: frozenset[str] = field(default_factory=lambda: frozenset({KIND_BLUETOOTH, KIND_SINK}))
+    # How much longer than an ordinary pass a change may take to apply well (PulseAudio: a joining line settles).
+    settle_budget_s: float = 0.0
+    # Known bugs of this version that pwgroup works around: one line each, as `doctor` and `status` say them.
+    workarounds: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "server": self.server,
+            "server_version": self.server_version,
+            "session_manager": self.session_manager,
+            "session_manager_version": self.session_manager_version,
+            "calibrate": self.calibrate,
+            "member_gain": self.member_gain,
+            "rename_when_idle": self.rename_when_idle,
+            "glitch_free_delay": self.glitch_free_delay,
+            "member_kinds": sorted(self.member_kinds),
+            "settle_budget_s": self.settle_budget_s,
+            "workarounds": list(self.workarounds),
+        }
+
 
 class Backend(Protocol):
-    name: str
+    name: str  # "pipewire" | "pulse": for display and --json only; decide by `capabilities`
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The environment the backend reaches its server with (and the session's runtime dir)."""
+        ...
 
     @property
     def graph(self) -> Graph: ...

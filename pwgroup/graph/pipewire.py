@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pwgroup.graph import layout, pwdump, spajson, wait_next_change
+from pwgroup.graph import Capabilities, layout, pwdump, spajson, wait_next_change
 from pwgroup.graph.proc import pipewire_config_of, pipewire_hosts, process_alive, run, tool
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
 
@@ -129,6 +129,14 @@ class PipeWireBackend:
         self._ready = asyncio.Event()
         self._serial = 0
         self._ended = False
+        self.capabilities = Capabilities(
+            server="PipeWire",
+            session_manager="WirePlumber",
+            calibrate=True,
+            member_gain=True,
+            rename_when_idle=True,
+            glitch_free_delay=True,
+        )
 
     # ------------------------------------------------------------ observing
     @property

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pwgroup.graph import layout, wait_next_change
+from pwgroup.graph import Capabilities, layout, wait_next_change
 from pwgroup.model import (
     BackendError,
     Graph,
@@ -422,11 +422,13 @@ class PulseBackend:
     """Keeps a snapshot of the server, refreshed when its subscription reports a change."""
 
     name = "pulse"
-    # How much longer than PipeWire a change may take: a joining line settles muted, a delay change swaps late.
-    settle_budget_s = JOIN_TIMEOUT_S + CONVERGE_S
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = dict(os.environ if env is None else env)
+        # A change may take longer than on PipeWire: a joining line settles muted, a delay change swaps late.
+        self.capabilities = Capabilities(
+            server="PulseAudio", glitch_free_delay=True, settle_budget_s=JOIN_TIMEOUT_S + CONVERGE_S
+        )
         self._pulse: Any = None
         self._snap = Snapshot()
         self._graph = Graph()

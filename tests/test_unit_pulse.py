@@ -4,7 +4,6 @@ server's state read as the shared model, so the one reconciler drives both backe
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import replace
 
 import pytest
@@ -20,7 +19,6 @@ from pwgroup.graph.pulse import (
     Snapshot,
     hex_value,
     joining_in,
-    line_settled,
     loopback_args,
     null_sink_args,
     proplist_arg,
@@ -28,12 +26,14 @@ from pwgroup.graph.pulse import (
     to_graph,
     unhex,
 )
+from pwgroup.graph.pulsesync import line_settled
 from pwgroup.graph.select import choose
 from pwgroup.model import GroupSpec, MemberSpec, SetDelay, UserError, speakers_in
 from pwgroup.supervisor.reconcile import reconcile
 
 HOSTILE = ['a b=c "x', "quote ' \\ backslash", "new\nline", "\x1b[31m", "\u202eevil", "} ] = {", "Z" * 4096, "\udcff"]
 ADDR = "AA:BB:CC:00:00:01"
+NOW = 1_800_000_000.0  # the wall-clock time the server's state is read at
 
 
 @pytest.mark.parametrize("text", HOSTILE)
@@ -110,7 +110,7 @@ def snapshot(speaker_present: bool = True, loopback: bool = True, delay: int = 3
 
 
 def test_server_state_reads_as_the_model() -> None:
-    graph = to_graph(snapshot())
+    graph = to_graph(snapshot(), NOW)
     (spk,) = speakers_in(graph)
     assert spk.address == ADDR and spk.codec == "sbc" and spk.profile == "a2dp-sink"
     state = layout.observe_group(graph, "g")
@@ -120,7 +120,7 @@ def test_server_state_reads_as_the_model() -> None:
 
 
 def test_reconcile_is_quiet_on_a_whole_group_and_sets_delays_in_whole_milliseconds() -> None:
-    graph = to_graph(snapshot())
+    graph = to_graph(snapshot(), NOW)
     assert reconcile(GroupSpec("g", "g", (MemberSpec(ADDR, 37.0),)), graph, "g") == []
     # 37.4 ms is 37 ms at PulseAudio's resolution: no change asked for, so no endless resetting.
     assert reconcile(GroupSpec("g", "g", (MemberSpec(ADDR, 37.4),)), graph, "g") == []
@@ -130,11 +130,11 @@ def test_reconcile_is_quiet_on_a_whole_group_and_sets_delays_in_whole_millisecon
 
 def test_an_absent_speaker_keeps_its_member_and_a_returning_one_is_linked_again() -> None:
     desired = GroupSpec("g", "g", (MemberSpec(ADDR, 37.0),))
-    gone = to_graph(snapshot(speaker_present=False))
+    gone = to_graph(snapshot(speaker_present=False), NOW)
     (m,) = layout.observe_group(gone, "g").members
     assert not m.present and m.delay_ms == 37.0
     assert reconcile(desired, gone, "g") == []  # nothing to do, and nothing torn down
-    back = to_graph(snapshot(loopback=False))
+    back = to_graph(snapshot(loopback=False), NOW)
     actions = reconcile(desired, back, "g")
     assert actions and all(type(a).__name__ == "LinkPorts" for a in actions)
 
@@ -153,7 +153,7 @@ def test_a_muted_line_is_a_link_only_beside_a_playing_one_while_its_change_runs(
     desired = GroupSpec("g", "g", (MemberSpec(ADDR, 37.0),))
     joining = snapshot()
     joining.sink_inputs[0] = replace(joining.sink_inputs[0], mute=True)
-    graph = to_graph(joining)
+    graph = to_graph(joining, NOW)
     (m,) = layout.observe_group(graph, "g").members
     assert m.present and not m.linked
     actions = reconcile(desired, graph, "g")
@@ -165,14 +165,18 @@ def test_a_muted_line_is_a_link_only_beside_a_playing_one_while_its_change_runs(
     old = replace(old, props={**old.props, layout.PROP_DELAY_MS: "20"})
     link = swapping.sink_inputs[0].props
     swapping.sources.insert(0, old)
-    until = int(time.time()) + 60
+    until = int(NOW) + 60
     swapping.sources[1] = replace(swapping.sources[1], props={**swapping.sources[1].props, PROP_SWAP_UNTIL: str(until)})
     swapping.source_outputs += [PaStream(4, 31, 10, False), PaStream(5, 32, 13, False, link)]
     swapping.sink_inputs.append(PaStream(9, 32, 5, False, link))
-    (m,) = layout.observe_group(to_graph(swapping), "g").members
+    (m,) = layout.observe_group(to_graph(swapping, NOW), "g").members
     assert m.linked and m.delay_ms == 37.0
-    assert reconcile(desired, to_graph(swapping), "g") == []
+    assert reconcile(desired, to_graph(swapping, NOW), "g") == []
     assert joining_in(swapping, now=until - 1) == set() and joining_in(swapping, now=until + 1) == {8}
+    # The graph is what the server said read at a given time: the same state, read once the change is overdue,
+    # shows the new line as joining, so a pass takes it up.
+    (late,) = layout.observe_group(to_graph(swapping, until + 1), "g").members
+    assert late.delay_ms == 37.0 and not late.linked
 
 
 def test_a_joining_line_is_settled_when_steady_unpulled_and_in_step() -> None:

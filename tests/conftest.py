@@ -112,11 +112,29 @@ def group(cli, room: Room):  # type: ignore[no-untyped-def]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for a room is integration; one marked for what it runs (integration, slow, process)
+    keeps that; the rest are unit, and no_processes below holds them to it."""
     for item in items:
-        if {"room", "pulse_room", "sound_room"} & set(getattr(item, "fixturenames", ())):
+        if any(f == "room" or f.endswith("_room") for f in getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-        elif not any(m.name in ("integration", "slow") for m in item.iter_markers()):
+        elif not any(m.name in ("integration", "slow", "process") for m in item.iter_markers()):
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def no_processes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test starts no process: every way one is started here (subprocess, asyncio's subprocesses, which
+    go through it, os.system, fork, posix_spawn) fails the test. Mark such a test `process` (or integration)."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a unit test started a process: mark it `process` (or integration) for what it is")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    for name in ("system", "fork", "forkpty", "posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            monkeypatch.setattr(os, name, refuse)
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,6 @@ import asyncio
 import io
 import json
 import random
-import subprocess
-import sys
 import unicodedata
 
 import pytest
@@ -398,8 +396,3 @@ def test_driver_stops_on_auth_failures() -> None:
     policy = Reconnect(Backoff(first=2.0, jitter=0.0, max_auth_failures=3), _Rng(0.5))
     assert not asyncio.run(reconnect("AA:BB:CC:00:00:01", connect, policy, clock=lambda: now[0], sleep=sleep))
     assert calls == [0.0, 2.0, 6.0] and policy.status(now[0]) == "giving up: auth failed"
-
-
-def test_cli_loads_bluetooth_only_when_a_command_needs_it() -> None:
-    code = "import sys, pwgroup.cli; sys.exit('dbus_fast' in sys.modules or 'pwgroup.bluez.client' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0

@@ -225,17 +225,6 @@ def test_no_command_opens_the_dashboard_only_in_a_terminal(capsys, monkeypatch) 
     assert cli.main(["--ascii"]) == 0 and opened == [None, True]
 
 
-def test_the_data_layer_and_the_core_never_import_textual() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, pwgroup.tui.state, pwgroup.edits, pwgroup.health, pwgroup.cli, pwgroup.supervisor.loop; "
-        "sys.exit('textual' in sys.modules)"
-    )
-    assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
-
-
 # ---------------------------------------------------------------- group editing: volume, role, mute, name
 
 

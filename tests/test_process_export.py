@@ -1,0 +1,87 @@
+"""The drop-ins `pwgroup export-conf` renders, run by what reads them: sh parses the offsets script, Lua 5.4
+loads the WirePlumber rules, and the command writes them under --output."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_unit_export import GROUP
+
+from pwgroup import export
+
+pytestmark = pytest.mark.process
+
+
+def test_offsets_make_combine_stream_add_the_configured_delays() -> None:
+    # combine-stream delays each stream by (largest reported latency) - (its own): with equal reports,
+    # an offset of (largest delay - member's delay) leaves each member delayed by its own delay.
+    offsets = export.latency_offsets_us(GROUP)
+    assert offsets == {"AA:BB:CC:00:00:01": 120000, "AA:BB:CC:00:00:02": 80500, "bluez_output.weird-node": 0}
+    script = export.render_offsets_script(GROUP)
+    assert "offset bluez_card.AA_BB_CC_00_00_02 80500" in script
+    proc = subprocess.run(["sh", "-n"], input=script, text=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_cli_export_conf_writes_under_output(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'version = 1\n[groups.den]\ndescription = "Den"\n'
+        '[[groups.den.members]]\naddress = "AA:BB:CC:00:00:05"\ndelay_ms = 12.5\n'
+    )
+    run = [sys.executable, "-m", "pwgroup", "export-conf"]
+    proc = subprocess.run(
+        [*run, "den", "--config", str(config), "--pipewire-version", "0.3.65", "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    conf = (tmp_path / "out" / "pipewire" / "pipewire.conf.d" / "pwgroup-den.conf").read_text()
+    assert '"node.name" = "pwgroup.den"' in conf
+    assert (tmp_path / "out" / "wireplumber" / "bluetooth.lua.d" / "51-pwgroup-den.lua").exists()
+    proc = subprocess.run([*run, "nope", "--config", str(config)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no group named 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [*run, "den", "--config", str(config), "--pipewire-version", "x"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "0.3.65" in proc.stderr
+
+
+def test_wireplumber_rules_run_in_lua(tmp_path: Path) -> None:
+    """WirePlumber 0.4 runs its config in Lua 5.4: the rules load and say what they should."""
+    lua = shutil.which("lua5.4")
+    if lua is None:
+        pytest.fail("lua5.4 is not installed: run 'make setup' (see README)")
+    path = tmp_path / "51-pwgroup-living.lua"
+    path.write_text(export.render_wireplumber_rules(GROUP))
+    probe = (
+        "for _, r in ipairs(bluez_monitor.rules) do local m = r.matches[1][1]; "
+        "local keys = {}; for k, v in pairs(r.apply_properties) do keys[#keys + 1] = k .. '=' .. tostring(v) end; "
+        "table.sort(keys); print(m[1] .. ' ' .. m[2] .. ' ' .. m[3] .. ' ' .. table.concat(keys, ',')) end"
+    )
+    proc = subprocess.run(
+        [
+            lua,
+            "-e",
+            "bluez_monitor = { rules = { 'system rules' } }",
+            "-e",
+            f"dofile({str(path)!r})",
+            "-e",
+            "table.remove(bluez_monitor.rules, 1)",
+            "-e",
+            probe,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "device.name equals bluez_card.AA_BB_CC_00_00_01 bluez5.auto-connect=[ a2dp_sink ],device.profile=a2dp-sink",
+        "node.name matches bluez_output.AA_BB_CC_00_00_01.* node.pause-on-idle=false,session.suspend-timeout-seconds=0",
+        "device.name equals bluez_card.AA_BB_CC_00_00_02 bluez5.auto-connect=[ a2dp_sink ],device.profile=a2dp-sink",
+        "node.name matches bluez_output.AA_BB_CC_00_00_02.* node.pause-on-idle=false,session.suspend-timeout-seconds=0",
+    ]

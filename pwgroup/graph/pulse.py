@@ -1,4 +1,5 @@
-"""The PulseAudio backend: the server read through pulsectl-asyncio and shown as the shared Graph model.
+"""The PulseAudio adapter: the server read through pulsectl-asyncio and shown as the shared Graph model, and the
+module changes made on it. When a member's line joins and how a delay change swaps lines is pulsesync's call.
 
 A group is a null sink; a member is a remap-source over the group's monitor (its record, which outlives its
 speaker) and, while the speaker is there, a module-loopback from that record into the speaker (its delay).

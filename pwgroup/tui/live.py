@@ -45,7 +45,7 @@ class LiveSource:
         self._kick = asyncio.Event()
         self._closed = False
         self._names: dict[str, str] = {}  # speakers' names as last seen, for members that are away
-        self._keeper: Any = None
+        self.keeper: Any = None
         self.server = ServerLink(self.env, open_backend, retry_s)
         self.bt = BluetoothLink(self.env, bluetooth, self.refresh_now, bt_retry_s)
         self.editor = Editor(self.env, self.server.need, self.refresh_now)
@@ -64,7 +64,7 @@ class LiveSource:
         if self.keep:
             from pwgroup.tui.keeper import Keeper
 
-            self._keeper = Keeper(
+            self.keeper = Keeper(
                 self.env, lambda level, text: publish(LogLine(level, text)), self.server.acquire, self.server.release
             )
         try:
@@ -77,8 +77,8 @@ class LiveSource:
         cleanup is not waited for when an app exits)."""
         self._closed = True
         self._kick.set()
-        if self._keeper is not None:
-            await self._keeper.stop()
+        if self.keeper is not None:
+            await self.keeper.stop()
         if self.server.backend is not None:
             await self.server.drop(self.server.backend)
         await self.bt.close()
@@ -87,8 +87,8 @@ class LiveSource:
         while be.alive and not self._closed:
             serial = be.serial
             self._kick.clear()  # before the snapshot: an edit that ends while it is built asks for another
-            if self._keeper is not None:
-                self._keeper.try_start()
+            if self.keeper is not None:
+                self.keeper.try_start()
             await self.bt.ensure()
             publish(StateUpdate(self.snapshot(be)))
             changed = asyncio.ensure_future(be.wait_changed(self.poll_s, since=serial))

@@ -230,10 +230,24 @@ def test_the_data_layer_and_the_core_never_import_textual() -> None:
     import sys
 
     code = (
-        "import sys, pwgroup.tui.state, pwgroup.edits, pwgroup.health, pwgroup.cli, pwgroup.supervisor.loop; "
+        "import sys, pwgroup.tui.state, pwgroup.tui.live, pwgroup.status, pwgroup.edits, pwgroup.health, pwgroup.cli, "
+        "pwgroup.supervisor.loop, pwgroup.supervisor.shared; "
         "sys.exit('textual' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
+
+
+def test_the_dashboard_never_asks_which_backend_it_holds() -> None:
+    """What differs between servers is in the backend's Capabilities (DESIGN.md): the dashboard reads those,
+    never a backend's name, and probes no backend for attributes."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent / "pwgroup" / "tui"
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        assert not re.search(r"\bgetattr\(|\bhasattr\(", text), path
+        assert not re.search(r"[\"'](pipewire|pulse)[\"']", text), path
+        assert not re.search(r"\.name\s*[!=]=\s*[\"']", text), path
 
 
 # ---------------------------------------------------------------- group editing: volume, role, mute, name

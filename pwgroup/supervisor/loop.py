@@ -53,7 +53,7 @@ class Supervisor:
         """`open_backend` gives the backend to watch; `release_backend` lets go of it (default: closes it). A
         dashboard hosting this loop hands over its own (pwgroup.supervisor.shared): one watcher per process."""
         self.config_path = config_path
-        self.announce = announce  # log members coming and going (the dashboard says that in its own words)
+        self.announce = announce  # log members coming and going (a hosting dashboard says it in its event log)
         self.env = dict(env)
         self.log = log
         self.open_backend = open_backend

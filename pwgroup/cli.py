@@ -435,11 +435,9 @@ def _print_reported(report: Any, as_json: bool) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    import datetime as dt
-
     from pwgroup.config import Config, ConfigError, config_path, load
-    from pwgroup.graph import layout
-    from pwgroup.model import MemberState
+    from pwgroup.health import daemon_report
+    from pwgroup.status import derive, group_names, status_json, status_lines
 
     try:
         config = load(config_path())
@@ -449,103 +447,25 @@ async def cmd_status(args: argparse.Namespace) -> int:
     be = await _backend()
     try:
         graph = be.graph
-        daemon, reconnect, returned = _daemon_state(be.env)
-        names = sorted(set(layout.group_names(graph)) | set(config.groups))
+        report = daemon_report(be.env)
+        names = group_names(graph, config)
         if args.name is not None:
             check_group_name(args.name)
             if args.name not in names:
                 raise UserError(f"no group named {args.name!r}: 'pwgroup status' lists the groups")
             names = [args.name]
-        groups = [layout.observe_group(graph, n) for n in names]
+        groups = derive(graph, config, report, names=names)
+        capabilities = be.capabilities.as_dict()
     finally:
         await be.close()
-    now = dt.datetime.now(dt.UTC)
-
-    def configured(group: str, speaker: str) -> dict[str, Any]:
-        wanted = config.groups.get(group)
-        m = wanted.member(speaker) if wanted else None
-        if m is None:
-            return {"in_config": False}
-        back = returned.get(speaker)
-        # A Bluetooth speaker that reconnected may fill its buffers differently: its latency is worth a look.
-        recheck = back is not None and (m.calibrated is None or back > m.calibrated.timestamp())
-        return {
-            "recheck_latency": recheck,
-            "in_config": True,
-            "trim_ms": m.trim_ms,
-            "volume": m.volume,
-            "channels": m.channels,
-            "latency_ms": m.latency_ms,
-            "calibrated": m.calibrated.isoformat() if m.calibrated else None,
-            "needs_calibration": m.stale(now, config.calibration.stale_after_days),
-        }
-
-    def members_of(g: Any) -> list[Any]:
-        seen = {m.speaker for m in g.members}
-        wanted = config.groups.get(g.name)
-        # A configured member with no element yet (no daemon, or being built) is listed too.
-        missing = [m.speaker for m in wanted.members if m.speaker not in seen] if wanted else []
-        return [*g.members, *(MemberState(k, None, None, None, False, None, None) for k in missing)]
-
-    data: dict[str, Any] = {
-        "daemon": daemon,
-        "backend": _chosen.name if _chosen else be.name,
-        "backend_reason": _chosen.reason if _chosen else None,
-        "groups": [
-            {
-                "name": g.name,
-                "description": g.sink.description if g.sink else None,
-                "sink": g.sink.name if g.sink else None,
-                "built": g.sink is not None,
-                "members": [
-                    {
-                        "address": _address(m.speaker),
-                        "speaker": m.speaker,
-                        "node": m.speaker_node.name if m.speaker_node else None,
-                        "present": m.present or layout.find_speaker(graph, m.speaker) is not None,
-                        "linked": m.linked,
-                        "delay_ms": m.delay_ms,
-                        "reconnect": reconnect.get(m.speaker),
-                        **configured(g.name, m.speaker),
-                    }
-                    for m in members_of(g)
-                ],
-            }
-            for g in groups
-        ],
-    }
+    backend = _chosen.name if _chosen else be.name
+    reason = _chosen.reason if _chosen else None
     if args.json:
-        _emit_json(data)
+        _emit_json(status_json(groups, report.pid, backend, reason, capabilities))
         return EXIT_OK
-    print(f"backend: {data['backend']} ({data['backend_reason']})")
-    print(f"daemon: pid {daemon}" if daemon else "daemon: not running: nothing heals the groups ('pwgroup daemon')")
-    if not groups:
-        print("no groups: create one with 'pwgroup group create NAME SPEAKER...'")
-    for g in data["groups"]:
-        sink = g["sink"] or "(not built: start 'pwgroup daemon', or edit the group)"
-        print(f"{g['name']}  sink {sink}  {safe_text(g['description'] or '', 60)}")
-        for m in g["members"]:
-            state = "playing" if m["linked"] else ("absent" if not m["present"] else "unlinked")
-            if not m["present"] and m["reconnect"]:
-                state = f"absent, reconnect: {m['reconnect']}"
-            delay = "-" if m["delay_ms"] is None else f"{m['delay_ms']:.3f} ms"
-            note = "  needs calibration" if m.get("needs_calibration") else ""
-            if m.get("recheck_latency"):
-                note += "  reconnected since: re-check its latency (calibrate --method fast)"
-            print(f"  {safe_text(m['speaker'], 48)}  {state}  delay {delay}{note}")
+    for line in status_lines(groups, report.pid, backend, reason):
+        print(line)
     return EXIT_OK
-
-
-def _daemon_state(env: Any) -> tuple[int | None, dict[str, str], dict[str, float]]:
-    from pwgroup.health import daemon_state
-
-    return daemon_state(env)
-
-
-def _address(key: str) -> str | None:
-    from pwgroup.model import normalize_address
-
-    return normalize_address(key)
 
 
 # ---------------------------------------------------------------- the virtual room

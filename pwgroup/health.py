@@ -1,24 +1,35 @@
 """What the running daemon last reported beside the graph (its status.json): each member's reconnect state and
-when it last came back. Read by `pwgroup status` and the dashboard."""
+when it last came back. Read by `pwgroup status` and the dashboard, both through pwgroup.status."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from pwgroup.supervisor.session import daemon_pid, runtime_dir
 
 
-def daemon_state(env: Mapping[str, str]) -> tuple[int | None, dict[str, str], dict[str, float]]:
-    """The running daemon's pid, each member's reconnect state and when it last came back."""
+@dataclass(frozen=True)
+class DaemonReport:
+    """The session's reconciler as `status` sees it: its pid (None: none runs), each member's reconnect state
+    ("waiting 8 s", "giving up: ...") and when each member last came back (wall clock, seconds)."""
+
+    pid: int | None = None
+    reconnect: Mapping[str, str] = field(default_factory=dict)
+    returned: Mapping[str, float] = field(default_factory=dict)
+
+
+def daemon_report(env: Mapping[str, str]) -> DaemonReport:
+    """What the running daemon (or the dashboard keeping the groups) last wrote; empty when none runs."""
     pid = daemon_pid(env)
     if pid is None:
-        return None, {}, {}
+        return DaemonReport()
     try:
         saved = json.loads((runtime_dir(env) / "status.json").read_text())
     except (OSError, ValueError):
-        return pid, {}, {}
+        return DaemonReport(pid)
     out = {}
     for address, state in (saved.get("reconnect") or {}).items():
         text = str(state.get("text", ""))
@@ -27,4 +38,4 @@ def daemon_state(env: Mapping[str, str]) -> tuple[int | None, dict[str, str], di
             text = f"waiting {max(0, round(retry_at - time.time()))} s"
         out[str(address)] = text
     returned = {str(k): float(v) for k, v in (saved.get("returned") or {}).items() if isinstance(v, int | float)}
-    return pid, out, returned
+    return DaemonReport(pid, out, returned)

@@ -409,3 +409,85 @@ async def _bluetooth(room, address: str) -> None:  # type: ignore[no-untyped-def
         await until(pilot, lambda: cell(table, address, 3) == "connected", "connected again")
         await until(pilot, lambda: address in present(room), "its node back")
         assert "disconnected" in log_text(app) and "connected" in log_text(app)
+
+
+def test_keeping_the_groups_runs_one_watcher_and_one_bus_connection(room, group: str) -> None:  # type: ignore[no-untyped-def]
+    """The dashboard hosting the reconciler shares its backend and BlueZ client with it (supervisor.shared): one
+    `pw-dump -m` child and one system-bus connection in this process, even once the reconciler needs BlueZ."""
+    room.start_bluez()
+    asyncio.run(_one_of_each(room, group))
+
+
+def pw_dump_watchers() -> int:
+    """This process's children that are `pw-dump -m`."""
+    import os
+    from pathlib import Path
+
+    count = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == os.getpid() and argv[0].endswith(b"pw-dump") and b"-m" in argv:
+            count += 1
+    return count
+
+
+async def bus_connections(address: str, pid: int) -> int:
+    """How many connections process `pid` holds to the bus at `address` (this count's own left out)."""
+    from dbus_fast import Message
+    from dbus_fast.aio import MessageBus
+
+    bus = await MessageBus(bus_address=address).connect()
+    try:
+
+        async def call(member: str, signature: str = "", body: list[object] | None = None):  # type: ignore[no-untyped-def]
+            msg = Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member=member,
+                signature=signature,
+                body=body or [],
+            )
+            return (await bus.call(msg)).body  # type: ignore[union-attr]
+
+        (names,) = await call("ListNames")
+        count = 0
+        for name in names:
+            if name.startswith(":") and name != bus.unique_name:
+                (owner,) = await call("GetConnectionUnixProcessID", "s", [name])
+                count += owner == pid
+        return count
+    finally:
+        bus.disconnect()
+
+
+async def _one_of_each(room, group: str) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from pwgroup.supervisor.session import daemon_pid
+
+    source = LiveSource(room.env, bluetooth=True)
+    app = PwgroupApp(source)
+    pulled = room.speakers[1].address
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: daemon_pid(room.env) == os.getpid(), "the dashboard keeping the groups")
+        await until(pilot, lambda: (member_shown(app, group, pulled) or ("",))[0] == "playing", "the member")
+        await until(pilot, lambda: source.bt.client is not None, "the dashboard's BlueZ client")
+        room.disconnect(pulled)  # a member away: the reconciler's Bluetooth keeper asks BlueZ too
+        try:
+            sup = source.keeper.supervisor
+            await until(pilot, lambda: sup.bluetooth.client is not None, "the reconciler's BlueZ client")
+            assert sup.bluetooth.client is source.bt.client and sup.backend is source.backend
+            assert pw_dump_watchers() == 1
+            assert await bus_connections(room.env["DBUS_SYSTEM_BUS_ADDRESS"], os.getpid()) == 1
+        finally:
+            room.connect(pulled)
+        await until(pilot, lambda: (member_shown(app, group, pulled) or ("",))[0] == "playing", "relinked")
+        await pilot.press("q")
+    assert pw_dump_watchers() == 0  # the last holder let go: the watcher ended with the dashboard

@@ -22,7 +22,8 @@ def test_cli_loads_bluetooth_only_when_a_command_needs_it() -> None:
 
 def test_the_data_layer_and_the_core_never_import_textual() -> None:
     code = (
-        "import sys, pwgroup.tui.state, pwgroup.edits, pwgroup.health, pwgroup.cli, pwgroup.supervisor.loop; "
+        "import sys, pwgroup.tui.state, pwgroup.tui.live, pwgroup.status, pwgroup.edits, pwgroup.health, pwgroup.cli, "
+        "pwgroup.supervisor.loop, pwgroup.supervisor.shared; "
         "sys.exit('textual' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0

@@ -225,6 +225,19 @@ def test_no_command_opens_the_dashboard_only_in_a_terminal(capsys, monkeypatch) 
     assert cli.main(["--ascii"]) == 0 and opened == [None, True]
 
 
+def test_the_dashboard_never_asks_which_backend_it_holds() -> None:
+    """What differs between servers is in the backend's Capabilities (DESIGN.md): the dashboard reads those,
+    never a backend's name, and probes no backend for attributes."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent / "pwgroup" / "tui"
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        assert not re.search(r"\bgetattr\(|\bhasattr\(", text), path
+        assert not re.search(r"[\"'](pipewire|pulse)[\"']", text), path
+        assert not re.search(r"\.name\s*[!=]=\s*[\"']", text), path
+
+
 # ---------------------------------------------------------------- group editing: volume, role, mute, name
 
 

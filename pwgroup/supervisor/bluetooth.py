@@ -38,12 +38,16 @@ class BluetoothKeeper:
         self.states: dict[str, dict[str, Any]] = {}
         self._said = False
 
-    async def _open(self) -> None:
-        from pwgroup.bluez.client import BluezClient
+    async def _open(self, stale: Any = None) -> None:
+        """Take this process's BlueZ client (pwgroup.supervisor.shared): a dashboard hosting this keeper and the
+        keeper use one connection and one cache. `stale`: the client whose bus went, let go first."""
         from pwgroup.bluez.errors import BluetoothError
+        from pwgroup.supervisor import shared
 
+        if stale is not None:
+            await shared.bluez(self.env).release(stale)
         try:
-            self.client = await BluezClient.open(require_bluez=False, env=self.env)
+            self.client = await shared.bluez(self.env).acquire()
             if self._said:
                 self.log("info", "Bluetooth control is back")
             self._said = False
@@ -90,11 +94,11 @@ class BluetoothKeeper:
                 self._tell(address, "connected")
         if not absent:
             return
-        if self.client is None or not getattr(self.client.bus, "connected", False):
-            self.client = None
+        if self.client is None or not self.client.bus.connected:
             self.pending = True
             if self.opening is None or self.opening.done():
-                self.opening = asyncio.ensure_future(self._open())
+                stale, self.client = self.client, None
+                self.opening = asyncio.ensure_future(self._open(stale))
             return
         for address in sorted(absent):
             running = self.tasks.get(address)
@@ -120,10 +124,15 @@ class BluetoothKeeper:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return dict(self.states)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop reconnecting and let go of the BlueZ client (closed when nobody else in the process holds it)."""
+        from pwgroup.supervisor import shared
+
         for task in self.tasks.values():
             task.cancel()
         if self.opening is not None:
             self.opening.cancel()
+            await asyncio.wait({self.opening})
         if self.client is not None:
-            self.client.close()
+            client, self.client = self.client, None
+            await shared.bluez(self.env).release(client)

@@ -15,6 +15,7 @@ from pwgroup.config import Config
 from pwgroup.config import load as load_config
 from pwgroup.graph import Backend, layout
 from pwgroup.model import Graph, GroupSpec, LinkPorts, PwgroupError, UserError, normalize_address
+from pwgroup.status import presence, presence_change
 from pwgroup.supervisor.bluetooth import BluetoothKeeper
 from pwgroup.supervisor.executor import apply_actions, converge
 from pwgroup.supervisor.reconcile import reconcile
@@ -47,12 +48,16 @@ class Supervisor:
         keep: bool = False,
         verbose: bool = False,
         announce: bool = True,
+        release_backend: Callable[[Backend], Awaitable[None]] | None = None,
     ) -> None:
+        """`open_backend` gives the backend to watch; `release_backend` lets go of it (default: closes it). A
+        dashboard hosting this loop hands over its own (pwgroup.supervisor.shared): one watcher per process."""
         self.config_path = config_path
-        self.announce = announce  # log members coming and going (the dashboard says that in its own words)
+        self.announce = announce  # log members coming and going (a hosting dashboard says it in its event log)
         self.env = dict(env)
         self.log = log
         self.open_backend = open_backend
+        self.release_backend = release_backend
         self.keep = keep
         self.verbose = verbose
         self.config = Config()
@@ -106,7 +111,7 @@ class Supervisor:
                 assert backend is not None
                 if not backend.alive:
                     self.log("warning", f"lost {server_label(backend.name)}: waiting for it to come back")
-                    await backend.close()
+                    await self._release(backend)
                     await self._connect()
                     continue
                 # Rate limit over a sliding second: the events of a speaker coming back (node, ports, state)
@@ -206,29 +211,19 @@ class Supervisor:
             tmp.replace(self.status_path)
 
     def _note_presence(self, graph: Graph, name: str) -> None:
-        """One log line per member that comes or goes."""
-        state = layout.observe_group(graph, name)
-        group = self.config.groups.get(name)
-        for m in group.members if group else ():
-            seen = state.member(m.speaker)
-            now = bool(seen and seen.present) or layout.find_speaker(graph, m.speaker) is not None
-            before = self._present.get((name, m.speaker))
+        """One log line per member that comes or goes, in pwgroup.status's words (the dashboard's too)."""
+        for speaker, now in presence(graph, name, self.config.groups.get(name)).items():
+            before = self._present.get((name, speaker))
             if before is not None and before != now:
                 if now:
-                    self.returned[m.speaker] = time.time()
+                    self.returned[speaker] = time.time()
                     self._write_status()
-                if self.announce and now:
-                    self.log(
-                        "info",
-                        f"group {name}: {m.speaker} returned; relinking it with its delay (its latency may have "
-                        f"changed: 'pwgroup calibrate {name} --method fast' checks it)",
-                    )
-                elif self.announce:
-                    self.log("info", f"group {name}: {m.speaker} went away; the others play on")
-            self._present[(name, m.speaker)] = now
+                if self.announce:
+                    self.log(*presence_change(name, speaker, now, relinking=True))
+            self._present[(name, speaker)] = now
 
     async def _shutdown(self) -> None:
-        self.bluetooth.close()
+        await self.bluetooth.close()
         with contextlib.suppress(OSError):
             self.status_path.unlink()
         backend = self.backend
@@ -241,4 +236,12 @@ class Supervisor:
                     self.log("info", f"group {name} removed")
                 except PwgroupError as err:
                     self.log("warning", f"group {name} not fully removed: {err.message}")
-        await backend.close()
+        await self._release(backend)
+
+    async def _release(self, backend: Backend) -> None:
+        if self.backend is backend:
+            self.backend = None
+        if self.release_backend is not None:
+            await self.release_backend(backend)
+        else:
+            await backend.close()

@@ -17,7 +17,8 @@ from textual.widgets import Header
 
 from pwgroup.tui.screens.dashboard import DashboardScreen
 from pwgroup.tui.screens.help import HelpScreen
-from pwgroup.tui.state import Source, now_text
+from pwgroup.tui.source import Source
+from pwgroup.tui.view import now_text
 
 
 class PwgroupApp(App[None]):
@@ -154,7 +155,7 @@ def run(env: Mapping[str, str] | None = None, ascii_only: bool | None = None) ->
     """`pwgroup` with no command: the dashboard on the session's sound server."""
     import os
 
-    from pwgroup.tui.state import LiveSource
+    from pwgroup.tui.live import LiveSource
 
     env = os.environ if env is None else env
     PwgroupApp(LiveSource(env), ascii_only=wants_ascii(env) if ascii_only is None else ascii_only).run()

@@ -2,7 +2,8 @@
 lock in the runtime dir). It takes the daemon's lock and runs the daemon's own Supervisor in-process, so groups
 stay built and a returning member is relinked with its delay while the dashboard is open; CLI edits find it
 by the lock and signal it as they signal the daemon (SIGUSR1). When the dashboard closes it lets go and leaves
-the groups as they are. Without Textual."""
+the groups as they are. It watches through the dashboard's own backend and BlueZ client (pwgroup.supervisor.shared):
+one watcher and one system-bus connection per process. Without Textual."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 from pwgroup.config import config_path
+from pwgroup.graph import Backend
 from pwgroup.model import UserError
 from pwgroup.supervisor.loop import Supervisor
 from pwgroup.supervisor.session import DaemonLock, daemon_pid
@@ -23,11 +24,13 @@ class Keeper:
         self,
         env: Mapping[str, str],
         log: Callable[[str, str], None],
-        open_backend: Callable[[], Awaitable[Any]],
+        open_backend: Callable[[], Awaitable[Backend]],
+        release_backend: Callable[[Backend], Awaitable[None]],
     ) -> None:
         self.env = dict(env)
         self.log = log
-        self.open_backend = open_backend
+        self.open_backend = open_backend  # the dashboard's shared watcher: held by the reconciler, never closed by it
+        self.release_backend = release_backend
         self.supervisor: Supervisor | None = None
         self._lock: DaemonLock | None = None
         self._task: asyncio.Task[None] | None = None
@@ -45,7 +48,15 @@ class Keeper:
         if daemon_pid(self.env) is not None:
             return False
         loop = asyncio.get_running_loop()
-        sup = Supervisor(config_path(self.env), self.env, self._log, self.open_backend, keep=True, announce=False)
+        sup = Supervisor(
+            config_path(self.env),
+            self.env,
+            self._log,
+            self.open_backend,
+            keep=True,
+            announce=False,
+            release_backend=self.release_backend,
+        )
         try:
             # Before the lock: an edit that sees the lock signals at once.
             loop.add_signal_handler(signal.SIGUSR1, sup.request_reload)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from pwgroup.tui.state import Update
+from pwgroup.tui.source import Update
 
 
 class DataUpdate(Message):

@@ -16,7 +16,8 @@ from pwgroup.text import safe_text
 from pwgroup.tui.messages import DataUpdate
 from pwgroup.tui.screens.dialogs import ConfirmDialog, NameDialog
 from pwgroup.tui.screens.scan import ScanScreen
-from pwgroup.tui.state import LogLine, ServerLost, Snapshot, StateUpdate, Update, banner_lines, events_between
+from pwgroup.tui.source import LogLine, ServerLost, StateUpdate, Update
+from pwgroup.tui.view import Snapshot, banner_lines, events_between
 from pwgroup.tui.widgets.banner import Banner
 from pwgroup.tui.widgets.events import EventLog
 from pwgroup.tui.widgets.groups import GroupsTable

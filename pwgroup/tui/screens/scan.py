@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from pwgroup.model import PwgroupError
 from pwgroup.text import safe_text
-from pwgroup.tui.state import FoundRow, pairing_text
+from pwgroup.tui.view import FoundRow, pairing_text
 from pwgroup.tui.widgets.events import EventLog
 
 if TYPE_CHECKING:

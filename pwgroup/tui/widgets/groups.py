@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from pwgroup.text import safe_text
-from pwgroup.tui.state import GroupRow, MemberRow
+from pwgroup.tui.view import GroupRow, MemberRow
 
 # Most important first: at 80 columns the table scrolls sideways to the rest.
 COLUMNS = ("GROUP / MEMBER", "STATE", "DELAY", "TRIM", "VOLUME", "ROLE", "HEALTH")

@@ -10,7 +10,7 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Label
 
 from pwgroup.text import safe_text
-from pwgroup.tui.state import MemberRow
+from pwgroup.tui.view import MemberRow
 
 # (label, action on the screen, id): trim first, the reason the strip exists (the mouse trim).
 BUTTONS = (

@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 from pwgroup.text import safe_text
-from pwgroup.tui.state import SpeakerRow, pairing_text
+from pwgroup.tui.view import SpeakerRow, pairing_text
 
 # The most wanted first: at 80 columns the table scrolls sideways to the rest. REPORTED is BlueZ's Delay, MEASURED
 # the calibrated latency (config.toml), DELAY the one applied to its member element.

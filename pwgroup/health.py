@@ -6,19 +6,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+from pwgroup.status import DaemonReport
 from pwgroup.supervisor.session import daemon_pid, runtime_dir
-
-
-@dataclass(frozen=True)
-class DaemonReport:
-    """The session's reconciler as `status` sees it: its pid (None: none runs), each member's reconnect state
-    ("waiting 8 s", "giving up: ...") and when each member last came back (wall clock, seconds)."""
-
-    pid: int | None = None
-    reconnect: Mapping[str, str] = field(default_factory=dict)
-    returned: Mapping[str, float] = field(default_factory=dict)
 
 
 def daemon_report(env: Mapping[str, str]) -> DaemonReport:

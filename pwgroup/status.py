@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pwgroup.config import Config, GroupConfig
 from pwgroup.graph import layout
-from pwgroup.health import DaemonReport
 from pwgroup.model import Graph, MemberState, normalize_address
 from pwgroup.text import safe_text
 
 PLAYING, UNLINKED, ABSENT, NOT_BUILT = "playing", "unlinked", "absent", "not built"
+
+
+@dataclass(frozen=True)
+class DaemonReport:
+    """The session's reconciler as `status` sees it: its pid (None: none runs), each member's reconnect state
+    ("waiting 8 s", "giving up: ...") and when each member last came back (wall clock, seconds)."""
+
+    pid: int | None = None
+    reconnect: Mapping[str, str] = field(default_factory=dict)
+    returned: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

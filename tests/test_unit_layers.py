@@ -21,8 +21,10 @@ BELOW: dict[str, set[str]] = {
     "track": {"model", "graph", "calibrate"},
     "hosts": {"model", "config", "graph"},
     "sim": {"model", "graph", "bluez"},
+    # The one status view model (DESIGN: "the UI and the CLI render one status view model from the core").
+    "status": {"model", "text", "config", "graph"},
 }
-BELOW["supervisor"] = {"model", "config", "graph", "bluez", "calibrate", "track", "hosts"}
+BELOW["supervisor"] = {"model", "config", "graph", "bluez", "calibrate", "track", "hosts", "status", "text"}
 CORE = BELOW["supervisor"] | {"supervisor", "text", "pwgroup"}  # `pwgroup`: the package's own __version__
 # What the CLI and the dashboard share above the core (DESIGN: "one status view model from the core"), and the
 # CLI's own commands: supervisor and below, and each other.

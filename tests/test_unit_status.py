@@ -15,9 +15,8 @@ from test_unit_tui_state import A, B, C, FakeBackend, config, room_graph
 from pwgroup.bluez.view import join
 from pwgroup.config import Config, GroupConfig, MemberConfig
 from pwgroup.graph import Capabilities
-from pwgroup.health import DaemonReport
 from pwgroup.model import Link, Port, UserError, speakers_in
-from pwgroup.status import derive, presence, presence_change, status_json, status_lines
+from pwgroup.status import DaemonReport, derive, presence, presence_change, status_json, status_lines
 from pwgroup.tui.state import build_snapshot
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pwgroup.bluez.props import Device
 from pwgroup.bluez.view import SpeakerView
 from pwgroup.config import Config
-from pwgroup.health import DaemonReport
 from pwgroup.model import Graph, normalize_address
-from pwgroup.status import derive, presence_change
+from pwgroup.status import DaemonReport, derive, presence_change
 
 BLUEZ_GONE = "Bluetooth control unavailable: BlueZ (org.bluez) is not running"
 

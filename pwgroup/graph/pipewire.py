@@ -302,8 +302,17 @@ class PipeWireBackend:
         )
 
     async def destroy_node(self, node_id: int) -> None:
+        node = self._graph.nodes.get(node_id)
+        serial = node.props.get("object.serial") if node is not None else None
         await self._pw_cli("destroy", str(node_id))
-        await self.wait_for(lambda g: node_id not in g.nodes, 5.0, f"node {node_id} to go")
+
+        # Ids are reused and a reconciler may make the node again at once, maybe under the same id: only its
+        # serial tells the new node from the old.
+        def gone(g: Graph) -> bool:
+            now = g.nodes.get(node_id)
+            return now is None or (serial is not None and now.props.get("object.serial") != serial)
+
+        await self.wait_for(gone, 5.0, f"node {node_id} to go")
 
     def _member_paths(self, group: str, speaker: str) -> Path:
         return state_dir(self.env) / group / (layout.member_slug(speaker) + ".conf")

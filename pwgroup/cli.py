@@ -22,7 +22,6 @@ from pwgroup.model import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USER,
-    GroupSpec,
     PwgroupError,
     UserError,
     check_group_name,
@@ -31,6 +30,9 @@ from pwgroup.text import safe_text
 
 if TYPE_CHECKING:  # Bluetooth stays a lazy import: commands that do not need it never load dbus-fast
     from pwgroup.bluez.props import Device
+    from pwgroup.edits import Edit
+    from pwgroup.graph import Backend
+    from pwgroup.graph.select import Choice
 
 MAX_DELAY_MS = 1900.0
 # pw-cli 0.3.65 copies its arguments into a 4 KiB stack buffer; the sink's properties must stay well inside.
@@ -50,10 +52,10 @@ def _emit_json(data: Any) -> None:
 # ---------------------------------------------------------------- commands on the sound server
 
 
-_chosen: Any = None  # which backend _backend() opened and why (pwgroup.graph.select.Choice), for status
+_chosen: Choice | None = None  # which backend _backend() opened and why, for status
 
 
-async def _backend():  # type: ignore[no-untyped-def]
+async def _backend() -> Backend:
     from pwgroup.graph.select import open_backend
 
     global _chosen
@@ -226,7 +228,7 @@ async def cmd_pair(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _edit_group(name: str, edit) -> None:  # type: ignore[no-untyped-def]
+async def _edit_group(name: str, edit: Edit) -> None:
     """Edit one group in the configuration (the desired state), save it, and make the graph match: through the
     daemon when one runs, else here. A group only the graph knows (made before the config) is adopted."""
     from pwgroup.config import ConfigFile
@@ -244,12 +246,6 @@ def _adopt(graph: Any, name: str) -> Any:
     from pwgroup.edits import adopt
 
     return adopt(graph, name)
-
-
-async def _apply(be: Any, desired: GroupSpec | None, name: str, at_once: bool = False) -> None:
-    from pwgroup.edits import apply
-
-    await apply(be, desired, name, at_once=at_once)
 
 
 async def cmd_group_create(args: argparse.Namespace) -> int:
@@ -360,9 +356,10 @@ async def cmd_calibrate(args: argparse.Namespace) -> int:
     if method == "reported" and args.mic is not None:
         raise UserError("--method reported uses no microphone: drop --mic, or measure with --method sweep")
     be = await _backend()
-    if be.name != "pipewire":
+    if not be.capabilities.calibrate:
+        server = be.capabilities.server
         await be.close()
-        raise UserError("calibrate needs PipeWire for now: on PulseAudio set delays with 'pwgroup delay set'")
+        raise UserError(f"calibrate needs PipeWire for now: on {server} set delays with 'pwgroup delay set'")
     try:
         told: dict[str, float] = {}
         if method == "reported":

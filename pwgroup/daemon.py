@@ -77,7 +77,9 @@ async def run(config: Path | None, keep: bool, verbose: bool = False, env: Mappi
 async def _open(env: Mapping[str, str]) -> Backend:
     # Asked again at every (re)connection: the server may come back as another one.
     backend, choice = await open_backend(env)
-    log("info", f"sound server: {choice.name} ({choice.reason})")
+    log("info", f"sound server: {backend.capabilities.summary} ({choice.reason})")
+    for bug in backend.capabilities.workarounds:
+        log("info", f"working around: {bug}")
     return backend
 
 

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pwgroup.config import CHANNELS, ConfigFile, GroupConfig, MemberConfig
 from pwgroup.graph import Backend, layout
@@ -18,6 +18,9 @@ from pwgroup.supervisor.executor import converge, wait_applied
 from pwgroup.supervisor.reconcile import desired_from_graph
 from pwgroup.supervisor.session import daemon_pid, hold
 from pwgroup.text import safe_text
+
+if TYPE_CHECKING:  # calibration (and numpy) load only when a group is calibrated
+    from pwgroup.calibrate.session import Report
 
 # edit(graph, current) -> the wanted group, or None to delete it; raises UserError to refuse.
 Edit = Callable[[Graph, GroupConfig | None], GroupConfig | None]
@@ -31,7 +34,7 @@ def adopt(graph: Graph, name: str) -> GroupConfig | None:
     return GroupConfig(found.name, found.description, tuple(MemberConfig(m.speaker, m.delay_ms) for m in found.members))
 
 
-async def apply(be: Any, desired: GroupSpec | None, name: str, at_once: bool = False) -> None:
+async def apply(be: Backend, desired: GroupSpec | None, name: str, at_once: bool = False) -> None:
     """Make group `name` in the graph match `desired`: the session's reconciler does it when one runs (the
     daemon, or a dashboard standing in for it), and we wait for it; else we do it here."""
     pid = daemon_pid(be.env)
@@ -58,7 +61,7 @@ async def edit_group(be: Backend, cfg: ConfigFile, name: str, edit: Edit) -> Gro
     return desired
 
 
-def with_calibration(group: GroupConfig, report: Any) -> GroupConfig:
+def with_calibration(group: GroupConfig, report: Report) -> GroupConfig:
     """The group's config with what calibration found: aligned delays, latencies and when; trims stay."""
     import datetime as dt
 
@@ -90,7 +93,7 @@ class Calibration:
 
     def __init__(
         self,
-        be: Any,
+        be: Backend,
         path: Path,
         name: str,
         method: str,
@@ -101,13 +104,13 @@ class Calibration:
         self.mic = mic
         self.reported = dict(reported or {})
         self.group: GroupConfig | None = None
-        self.report: Any = None
+        self.report: Report | None = None
         self._hold = contextlib.ExitStack()
 
-    def _converge(self, desired: GroupSpec, at_once: bool = False) -> Any:
-        return converge(self.be, desired, self.name, at_once=at_once)
+    async def _converge(self, desired: GroupSpec, at_once: bool = False) -> None:
+        await converge(self.be, desired, self.name, at_once=at_once)
 
-    async def measure(self, progress: Callable[[str, float], None] | None = None) -> Any:
+    async def measure(self, progress: Callable[[str, float], None] | None = None) -> Report:
         from pwgroup.calibrate.session import apply_reported, calibrate
 
         cfg = ConfigFile.open(self.path)
@@ -247,8 +250,8 @@ async def rename_group(be: Backend, cfg: ConfigFile, name: str, description: str
 
     Neither PipeWire 0.3.65 nor PulseAudio lets a client change a sink's node.description once it exists: the
     sink is made again to show it. That would cut apps playing to it, so it is done now only while nothing
-    plays to it (on PipeWire, where the graph shows apps' links); otherwise the description is saved and
-    appears when the sink is next built. Returns whether apps see the new description now."""
+    plays to it (where the graph shows apps' links: `capabilities.rename_when_idle`); otherwise the description is
+    saved and appears when the sink is next built. Returns whether apps see the new description now."""
     text = check_description(description)
 
     def edit(graph: Graph, current: GroupConfig | None) -> GroupConfig:
@@ -259,7 +262,7 @@ async def rename_group(be: Backend, cfg: ConfigFile, name: str, description: str
     sink = layout.observe_group(be.graph, name).sink
     if sink is None or sink.description == text:
         return sink is not None
-    if be.name != "pipewire" or apps_playing_to(be.graph, sink):
+    if not be.capabilities.rename_when_idle or apps_playing_to(be.graph, sink):
         return False
     await be.destroy_node(sink.id)
     await apply(be, desired.spec(), name)

@@ -10,7 +10,7 @@ import pytest
 
 from pwgroup.bluez.view import join
 from pwgroup.config import Config, GroupConfig, MemberConfig
-from pwgroup.graph import layout
+from pwgroup.graph import Capabilities, layout
 from pwgroup.model import Graph, Node, ServerUnreachable, speakers_in
 from pwgroup.tui.state import LiveSource, LogLine, ServerLost, StateUpdate, build_snapshot, events_between
 
@@ -91,6 +91,7 @@ class FakeBackend:
     """Alive for `life` waits, then its watcher ends, as when the sound server dies."""
 
     name = "pipewire"
+    capabilities = Capabilities(server="PipeWire", calibrate=True)
 
     def __init__(self, env: dict[str, str], life: int) -> None:
         self.env = env

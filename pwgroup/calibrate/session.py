@@ -9,19 +9,17 @@ stagger. Delays are then set to (slowest latency - own latency); members not hea
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from pwgroup.calibrate import estimator
-from pwgroup.graph import layout
-from pwgroup.graph.capture import Feeder, Player, Recorder
+from pwgroup.graph import Backend, layout
 from pwgroup.model import Graph, GroupSpec, MemberSpec, Node, UserError
 
 MAX_STAGGER_S = 0.5  # pass 1: each member's window; the spread of latencies (plus echoes) must fit in it
@@ -124,6 +122,13 @@ def solve(latencies: Mapping[str, float]) -> dict[str, float]:
 
 
 Progress = Callable[[str, float], None]
+Apply = Callable[[Mapping[str, float]], Awaitable[None]]  # member delays (ms) -> the group, applied at once
+
+
+class Converge(Protocol):
+    """Makes the group in the graph match a spec (the reconciler's converge, bound to one group)."""
+
+    def __call__(self, desired: GroupSpec, at_once: bool = False) -> Awaitable[None]: ...
 
 
 def _quiet(text: str, done: float) -> None:
@@ -131,7 +136,12 @@ def _quiet(text: str, done: float) -> None:
 
 
 async def calibrate(
-    be: Any, group: GroupSpec, mic_key: str | None, converge: Any, fast: bool = False, progress: Progress = _quiet
+    be: Backend,
+    group: GroupSpec,
+    mic_key: str | None,
+    converge: Converge,
+    fast: bool = False,
+    progress: Progress = _quiet,
 ) -> Report:
     """Measure every present member of `group`, align them, and verify.
 
@@ -238,7 +248,9 @@ def guess_latencies(
     return out
 
 
-async def apply_reported(be: Any, group: GroupSpec, converge: Any, bluez_delays: Mapping[str, float]) -> Report:
+async def apply_reported(
+    be: Backend, group: GroupSpec, converge: Converge, bluez_delays: Mapping[str, float]
+) -> Report:
     """No microphone: delays from what BlueZ or PipeWire report. A guess, often 100 ms or more off."""
     t0 = time.monotonic()
     graph = be.graph
@@ -270,7 +282,7 @@ async def apply_reported(be: Any, group: GroupSpec, converge: Any, bluez_delays:
 
 
 async def _pass_staggered(
-    be: Any, apply: Any, sink: Node, mic: Node, present: list[str], rate: int, length_s: float
+    be: Backend, apply: Apply, sink: Node, mic: Node, present: list[str], rate: int, length_s: float
 ) -> tuple[dict[str, estimator.Arrival], dict[str, float]]:
     """Member i delayed by i x stagger alone, one sweep into the group sink: its arrival falls in window i."""
     stagger = stagger_for(len(present))
@@ -282,8 +294,8 @@ async def _pass_staggered(
 
 
 async def _verify_staggered(
-    be: Any,
-    apply: Any,
+    be: Backend,
+    apply: Apply,
     sink: Node,
     mic: Node,
     delays: Mapping[str, float],
@@ -302,7 +314,7 @@ async def _verify_staggered(
 
 
 async def _pass_fast(
-    be: Any, group: str, mic: Node, members: list[str], rate: int, length_s: float
+    be: Backend, group: str, mic: Node, members: list[str], rate: int, length_s: float
 ) -> tuple[dict[str, estimator.Arrival], dict[str, float]]:
     """All members at once: member i's delay element is fed its own uncorrelated probe (beside the group
     monitor), and the recording holds the microphone and every probe, so each is found by its own reference.
@@ -321,14 +333,8 @@ async def _pass_fast(
     for i in range(len(members)):
         probe = estimator.probe(length_s, rate, seed=i + 1)
         probes[lead : lead + len(probe), i] = probe
-    feeder = Feeder(be.env, len(members))
-    try:
-        ports = await asyncio.to_thread(feeder.start)
-        pairs = [(ports[i], q.id) for i, e in enumerate(elements) for q in graph.ports_of(e.id, "in")]
-        await asyncio.gather(*(be.link(a, b) for a, b in pairs))
-        recording = await asyncio.to_thread(_record_feed, be.env, [mic_port, *ports], feeder, probes)
-    finally:
-        feeder.stop()
+    into = [[q.id for q in graph.ports_of(e.id, "in")] for e in elements]
+    recording = await be.feed_and_record(probes, into, [mic_port])
     heard = recording[:, 0]
     _check_heard(mic, heard)
     arrivals = []
@@ -342,13 +348,6 @@ async def _pass_fast(
     return found, latencies
 
 
-def _record_feed(env: Mapping[str, str], ports: list[int], feeder: Feeder, frames: Any) -> Any:
-    with Recorder(env, ports) as rec:
-        feeder.release(frames)
-        feeder.wait()
-        return rec.stop()
-
-
 def _capture_port(graph: Graph, mic: Node) -> int:
     # A virtual source's capture ports may carry port.monitor; any output of a Source node is its capture.
     ports = graph.ports_of(mic.id, "out", monitor=True) or graph.ports_of(mic.id, "out", monitor=False)
@@ -357,13 +356,13 @@ def _capture_port(graph: Graph, mic: Node) -> int:
     return ports[0].id
 
 
-def _check_heard(mic: Node, heard: Any) -> None:
+def _check_heard(mic: Node, heard: np.ndarray) -> None:
     if not np.any(np.abs(heard) > 1e-6):
         raise UserError(f"microphone {mic.name[:60]!r} recorded silence: is it muted or unplugged?")
 
 
 async def _measure(
-    be: Any, sink: Node, mic: Node, windows_s: list[tuple[float, float]], rate: int, length_s: float
+    be: Backend, sink: Node, mic: Node, windows_s: list[tuple[float, float]], rate: int, length_s: float
 ) -> list[estimator.Arrival]:
     """Play one sweep into `sink` and return the first arrival in each (start, length) lag window, seconds."""
     graph = be.graph
@@ -376,19 +375,10 @@ async def _measure(
     last = max(start + length for start, length in windows_s)
     play = np.zeros(lead + len(signal) + int((last + 0.1) * rate))
     play[lead : lead + len(signal)] = signal
-    recording = await asyncio.to_thread(_play_and_record, be.env, sink.name, mic_port, monitor[0].id, play)
+    recording = await be.play_and_record(sink.id, play, [mic_port, monitor[0].id])
     reference, heard = recording[:, 1], recording[:, 0]
     if not np.any(np.abs(reference) > 1e-3):
         raise UserError("the calibration sweep never reached the group sink: is the sink suspended or broken?")
     _check_heard(mic, heard)
     windows = [(max(0, round(start * rate)), round((start + length) * rate)) for start, length in windows_s]
     return estimator.measure(reference, heard, windows, rate)
-
-
-def _play_and_record(env: Mapping[str, str], sink: str, mic_port: int, monitor_port: int, frames: Any) -> Any:
-    stereo = np.stack([frames, frames], axis=1)
-    with Recorder(env, [mic_port, monitor_port]) as rec:
-        time.sleep(0.1)
-        Player(env, sink, stereo).start().wait(timeout=30.0)
-        time.sleep(0.1)
-        return rec.stop()

@@ -9,15 +9,37 @@ never ask which backend they hold.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pwgroup.model import Graph, GroupSpec, MemberSpec
+
+if TYPE_CHECKING:  # numpy loads only where audio is measured, not for every command
+    import numpy as np
 
 # Member kinds a backend can play a group to (see model: a member is a target the backend resolves).
 KIND_BLUETOOTH = "bluetooth"  # a Bluetooth speaker, by address
 KIND_SINK = "sink"  # any other sink, by node name: USB, HDMI, analog, a network sink
+
+# Known bugs worked around, as `doctor` and `status` say them.
+SUSPEND_CRASH = (
+    "WirePlumber before 0.4.15 crashes when a node it was about to suspend is destroyed: "
+    "group sinks are never armed for suspend"
+)
+
+
+def parse_version(text: object) -> tuple[int, int, int] | None:
+    """The first dotted version in `text`: "0.3.65", "1.0.5-1ubuntu2", "libwireplumber 0.4.13" -> (0, 4, 13);
+    a missing patch counts as 0; None when `text` holds no version."""
+    if not isinstance(text, str):
+        return None
+    found = re.search(r"(?<![\d.])(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if found is None:
+        return None
+    major, minor, patch = found.groups()
+    return int(major), int(minor), int(patch or 0)
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,14 @@ class Capabilities:
     settle_budget_s: float = 0.0
     # Known bugs of this version that pwgroup works around: one line each, as `doctor` and `status` say them.
     workarounds: tuple[str, ...] = ()
+
+    @property
+    def summary(self) -> str:
+        """The server and its session manager with their versions, as a log line says them."""
+        parts = [" ".join(x for x in (self.server, self.server_version) if x)]
+        if self.session_manager:
+            parts.append(" ".join(x for x in (self.session_manager, self.session_manager_version) if x))
+        return ", ".join(parts)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -99,6 +129,23 @@ class Backend(Protocol):
     async def set_sink_volume(self, node_id: int, volume: float) -> None: ...
 
     async def set_sink_mute(self, node_id: int, mute: bool) -> None: ...
+
+    # ---- measuring (calibration): the only audio that passes through pwgroup, in memory
+
+    async def play_and_record(self, sink_id: int, signal: np.ndarray, record: Sequence[int]) -> np.ndarray:
+        """Play the mono `signal` on every channel of sink node `sink_id` while recording the output ports
+        `record` in one stream, so all of them share one timeline. The recording starts before the signal and
+        ends after it has played out; returns samples x len(record). Needs `capabilities.calibrate`."""
+        ...
+
+    async def feed_and_record(
+        self, probes: np.ndarray, into: Sequence[Sequence[int]], record: Sequence[int]
+    ) -> np.ndarray:
+        """Stream `probes` (samples x N) as N channels, channel i linked into the input ports `into[i]`, while
+        recording the output ports `record` and the N channels as they were fed, in one stream: returns samples x
+        (len(record) + N). The probes start only once every link is in place, and leave nothing in the graph.
+        Needs `capabilities.calibrate`."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -14,15 +14,54 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pwgroup.graph import Capabilities, layout, pwdump, spajson, wait_next_change
-from pwgroup.graph.proc import pipewire_config_of, pipewire_hosts, process_alive, run, tool
+from pwgroup.graph import SUSPEND_CRASH, Capabilities, layout, parse_version, pwdump, spajson, wait_next_change
+from pwgroup.graph.proc import linked_version, pipewire_config_of, pipewire_hosts, process_alive, run, tool
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
 
+if TYPE_CHECKING:  # numpy and the capture tools load only when something is measured
+    import numpy as np
+
+    from pwgroup.graph.capture import Feeder
+
 log = logging.getLogger(__name__)
+
+SESSION_MANAGERS = ("WirePlumber", "pipewire-media-session")  # their clients' application.name
+SUSPEND_FIXED = (0, 4, 15)
+
+
+def session_manager_of(clients: Iterable[Mapping[str, Any]]) -> tuple[str | None, str | None]:
+    """The session manager connected to the server, and the version its client announces (None if none)."""
+    for props in clients:
+        name = props.get("application.name")
+        if name in SESSION_MANAGERS:
+            version = props.get("application.version")
+            return str(name), version if isinstance(version, str) else None
+    return None, None
+
+
+def pipewire_capabilities(
+    server_version: str | None, session_manager: str | None, session_manager_version: str | None
+) -> Capabilities:
+    """What PipeWire does for pwgroup at these versions, and which of their known bugs pwgroup works around."""
+    workarounds = []
+    wireplumber = parse_version(session_manager_version) if session_manager == "WirePlumber" else None
+    if wireplumber is not None and (0, 4, 0) <= wireplumber < SUSPEND_FIXED:
+        workarounds.append(SUSPEND_CRASH)
+    return Capabilities(
+        server="PipeWire",
+        server_version=server_version,
+        session_manager=session_manager,
+        session_manager_version=session_manager_version,
+        calibrate=True,
+        member_gain=True,
+        rename_when_idle=True,
+        glitch_free_delay=True,
+        workarounds=tuple(workarounds),
+    )
 
 
 def state_dir(env: Mapping[str, str]) -> Path:
@@ -129,14 +168,9 @@ class PipeWireBackend:
         self._ready = asyncio.Event()
         self._serial = 0
         self._ended = False
-        self.capabilities = Capabilities(
-            server="PipeWire",
-            session_manager="WirePlumber",
-            calibrate=True,
-            member_gain=True,
-            rename_when_idle=True,
-            glitch_free_delay=True,
-        )
+        self._core_version: str | None = None  # the server's own, from its Core object
+        # What any PipeWire can do; `open` adds the versions and the workarounds they need.
+        self.capabilities = pipewire_capabilities(None, "WirePlumber", None)
 
     # ------------------------------------------------------------ observing
     @property
@@ -164,7 +198,24 @@ class PipeWireBackend:
                 "cannot reach PipeWire: start it (systemctl --user start pipewire wireplumber) "
                 "or point PIPEWIRE_RUNTIME_DIR at a running one"
             ) from None
+        self.capabilities = await self._read_capabilities()
         return self
+
+    async def _read_capabilities(self) -> Capabilities:
+        name, version = session_manager_of(self._graph.clients.values())
+        if name == "WirePlumber" and version is None:
+            # WirePlumber 0.4 and 0.5 announce no version of their own: the one installed here says it.
+            found = await asyncio.to_thread(linked_version, "wireplumber", "wireplumber")
+            version = ".".join(map(str, found)) if found else None
+        return pipewire_capabilities(self._core_version, name, version)
+
+    def _note_core(self, batch: Iterable[Mapping[str, Any]]) -> None:
+        for obj in batch:
+            info = obj.get("info")
+            if str(obj.get("type", "")).endswith(":Core") and isinstance(info, Mapping):
+                version = info.get("version")
+                if isinstance(version, str):
+                    self._core_version = version
 
     async def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -175,6 +226,7 @@ class PipeWireBackend:
             if not chunk:
                 break
             for batch in decoder.feed(utf8.decode(chunk)):
+                self._note_core(batch)
                 pwdump.apply(self._graph, batch)
                 self._serial += 1
                 self._ready.set()
@@ -250,8 +302,17 @@ class PipeWireBackend:
         )
 
     async def destroy_node(self, node_id: int) -> None:
+        node = self._graph.nodes.get(node_id)
+        serial = node.props.get("object.serial") if node is not None else None
         await self._pw_cli("destroy", str(node_id))
-        await self.wait_for(lambda g: node_id not in g.nodes, 5.0, f"node {node_id} to go")
+
+        # Ids are reused and a reconciler may make the node again at once, maybe under the same id: only its
+        # serial tells the new node from the old.
+        def gone(g: Graph) -> bool:
+            now = g.nodes.get(node_id)
+            return now is None or (serial is not None and now.props.get("object.serial") != serial)
+
+        await self.wait_for(gone, 5.0, f"node {node_id} to go")
 
     def _member_paths(self, group: str, speaker: str) -> Path:
         return state_dir(self.env) / group / (layout.member_slug(speaker) + ".conf")
@@ -384,6 +445,55 @@ class PipeWireBackend:
         # Once silent, the old line takes the new delay too, ready for the next change.
         await asyncio.sleep(2 * quantum_s)
         await self.set_controls(node_id, {line: value})
+
+    # ------------------------------------------------------------ measuring
+    async def play_and_record(self, sink_id: int, signal: np.ndarray, record: Sequence[int]) -> np.ndarray:
+        """pw-record links the ports into one stream; pw-play plays into the sink meanwhile."""
+        sink = self._graph.nodes.get(sink_id)
+        if sink is None:
+            raise BackendError(f"node {sink_id} is gone")
+        channels = len(self._graph.ports_of(sink_id, "in", monitor=False)) or 2
+        return await asyncio.to_thread(_play_and_record, self.env, sink.name, channels, signal, list(record))
+
+    async def feed_and_record(
+        self, probes: np.ndarray, into: Sequence[Sequence[int]], record: Sequence[int]
+    ) -> np.ndarray:
+        """pw-cat streams the probes (silence until every link is made), pw-record records them with `record`."""
+        from pwgroup.graph.capture import Feeder
+
+        if probes.ndim != 2 or probes.shape[1] != len(into):
+            raise ValueError(f"{len(into)} feeds need samples x {len(into)} probes, not {probes.shape}")
+        feeder = Feeder(self.env, len(into))
+        try:
+            fed = await asyncio.to_thread(feeder.start)
+            await asyncio.gather(*(self.link(fed[i], port) for i, ports in enumerate(into) for port in ports))
+            return await asyncio.to_thread(_record_feed, self.env, [*record, *fed], feeder, probes)
+        finally:
+            feeder.stop()
+
+
+def _play_and_record(
+    env: Mapping[str, str], sink: str, channels: int, signal: np.ndarray, record: list[int]
+) -> np.ndarray:
+    import numpy as np
+
+    from pwgroup.graph.capture import Player, Recorder
+
+    frames = np.repeat(np.asarray(signal, dtype=np.float64).reshape(-1, 1), channels, axis=1)
+    with Recorder(env, record) as rec:
+        time.sleep(0.1)  # the recording is running before the first sample plays
+        Player(env, sink, frames).start().wait(timeout=30.0)
+        time.sleep(0.1)  # and the last one has reached every recorded port
+        return rec.stop()
+
+
+def _record_feed(env: Mapping[str, str], record: list[int], feeder: Feeder, probes: np.ndarray) -> np.ndarray:
+    from pwgroup.graph.capture import Recorder
+
+    with Recorder(env, record) as rec:
+        feeder.release(probes)
+        feeder.wait()
+        return rec.stop()
 
 
 def _is_member_process(pid: int) -> bool:

@@ -819,3 +819,20 @@ class PulseBackend:
             if so.owner_module == rec.source.owner_module:
                 return so.target
         return -1
+
+    # ------------------------------------------------------------ measuring (calibration: PipeWire only for now)
+    # Arrays are typed loosely: nothing is measured on PulseAudio yet.
+    async def play_and_record(self, sink_id: int, signal: Any, record: Sequence[int]) -> Any:
+        raise self._no_calibration()
+
+    async def feed_and_record(self, probes: Any, into: Sequence[Sequence[int]], record: Sequence[int]) -> Any:
+        raise self._no_calibration()
+
+    @staticmethod
+    def _no_calibration() -> Exception:
+        from pwgroup.model import UserError
+
+        return UserError(
+            "calibration needs PipeWire for now: on PulseAudio set each speaker's delay with 'pwgroup delay set' "
+            "and fine-tune it by ear with 'pwgroup delay trim'"
+        )

@@ -27,11 +27,6 @@ LINK_GRACE_S = 0.5  # how long a link we made is taken as there before our own w
 PENDING_RECHECK_S = 1.0  # how often members away without a reconnect under way are looked at again
 
 
-def server_label(backend_name: str) -> str:
-    """The sound server a backend speaks to, as users know it."""
-    return {"pipewire": "PipeWire", "pulse": "PulseAudio"}.get(backend_name, backend_name)
-
-
 class Supervisor:
     """Keeps every configured group built, whatever comes and goes: one loop over graph events, level-triggered.
 
@@ -110,7 +105,7 @@ class Supervisor:
                 backend = self.backend
                 assert backend is not None
                 if not backend.alive:
-                    self.log("warning", f"lost {server_label(backend.name)}: waiting for it to come back")
+                    self.log("warning", f"lost {backend.capabilities.server}: waiting for it to come back")
                     await self._release(backend)
                     await self._connect()
                     continue
@@ -134,7 +129,7 @@ class Supervisor:
             try:
                 self.backend = await self.open_backend()
                 if said:
-                    self.log("info", f"{server_label(self.backend.name)} is back: rebuilding the groups")
+                    self.log("info", f"{self.backend.capabilities.server} is back: rebuilding the groups")
                 return
             except PwgroupError as err:
                 if not said:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_integration_daemon import Daemon
@@ -171,3 +172,54 @@ def test_a_calibration_killed_leaves_no_tool_on_a_live_server(room: Room, group:
     calibrate.kill()
     calibrate.wait()
     _assert_no_tools_after_grace(room, time.monotonic())
+
+
+def test_teardown_with_the_server_already_gone_returns_at_once_and_says_so(own_room: Room) -> None:
+    room = own_room
+    assert _run(room, "group", "create", "g", *(s.address for s in room.speakers)).returncode == 0
+    d = Daemon(room.env)  # without --keep: it would remove the group on SIGTERM
+    _pw_kill(room, signal.SIGKILL)
+    d.wait_log("lost PipeWire", 5)
+    started = time.monotonic()
+    assert d.stop() == 0, d.log()
+    assert time.monotonic() - started < 2, d.log()
+    assert d.log().count("PipeWire is gone: nothing to remove") == 1, d.log()
+    _assert_no_tools_after_grace(room, started)
+    _next_daemon_adopts(room)
+
+
+INNER_TESTS = """
+import os, subprocess, time
+
+def test_hangs_in_a_room(pulse_room):
+    time.sleep(600)  # ended by pytest-timeout
+
+def test_leaves_a_stray(tmp_path):
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+"""
+
+
+@pytest.mark.integration
+def test_a_run_ended_by_timeout_leaves_nothing_and_the_sweep_fails_a_run_that_leaked(tmp_path: Path) -> None:
+    # The suite's own conftest, loaded as a plugin into a run of two tests: one ended by pytest-timeout while
+    # its PulseAudio room is up (its finalizers take the room down), one that leaks a process on purpose.
+    (tmp_path / "test_inner.py").write_text(INNER_TESTS)
+    base = tmp_path / "base"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent))
+    env.pop("PWGROUP_KEEP_ROOM", None)
+    argv = [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q", "--timeout", "40"]
+    inner = subprocess.run(
+        [*argv, f"--basetemp={base}", "test_inner.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = inner.stdout + inner.stderr
+    assert inner.returncode == 1, out
+    assert "Timeout" in out and "2 failed" not in out, out
+    # Only the deliberate leak was left for the sweep: the timed-out test's room went down in its finalizers.
+    assert "the session-end sweep had to end 1 process(es)" in out and "sleep 60" in out, out
+    assert processes_under(base) == []

@@ -223,3 +223,25 @@ def test_a_run_ended_by_timeout_leaves_nothing_and_the_sweep_fails_a_run_that_le
     # Only the deliberate leak was left for the sweep: the timed-out test's room went down in its finalizers.
     assert "the session-end sweep had to end 1 process(es)" in out and "sleep 60" in out, out
     assert processes_under(base) == []
+
+
+def test_sim_down_ends_strays_pointed_at_its_room_and_spares_the_rest(own_room: Room) -> None:
+    room = own_room
+    env = dict(room.env, PWGROUP_SIM_DIR=str(room.root))
+    # A recorder whose starter is gone (its own session, in no pid file) and a user's program pointed at the
+    # room (standing in for a shell after `eval "$(pwgroup sim env)"`).
+    stray = subprocess.Popen(["pw-record", "-P", "{ node.name = stray }", os.devnull], env=env, start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+    try:
+        _wait_tool(room, "pw-record", stray, timeout=10)
+        done = subprocess.run(
+            [sys.executable, "-m", "pwgroup", "sim", "down"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert stray.wait(5) is not None
+        assert bystander.poll() is None
+        assert processes_under(room.root, TOOLS) == []
+    finally:
+        for p in (stray, bystander):
+            p.kill()
+            p.wait()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,10 +13,43 @@ from pathlib import Path
 
 import pytest
 
+from pwgroup.graph.proc import cmdline
 from pwgroup.sim.pulseroom import PulseRoom
 from pwgroup.sim.room import Room
+from pwgroup.sim.server import processes_under
 
 HIDDEN_MS = [100.0, 150.0, 200.0, 250.0]
+
+
+STRAYS_BASE = pytest.StashKey[Path]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every room of the session lives under its base temp folder: the session-end sweep looks there."""
+    request.config.stash[STRAYS_BASE] = tmp_path_factory.getbasetemp()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Whatever ended the tests (pytest-timeout included), no sound server, tool or daemon pointed at one of
+    the session's rooms outlives it; having to end one fails the run, since a finalizer missed it."""
+    base = session.config.stash.get(STRAYS_BASE, None)
+    if base is None or os.environ.get("PWGROUP_KEEP_ROOM"):
+        return
+    strays = {pid: " ".join(cmdline(pid))[:160] for pid in processes_under(base)}
+    for pid in strays:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if strays:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = [f"the session-end sweep had to end {len(strays)} process(es) left running:"]
+        lines += [f"  {pid} {text}" for pid, text in strays.items()]
+        for line in lines:
+            if reporter is not None:
+                reporter.write_line(line, red=True)
+            else:
+                print(line, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _have_pipewire() -> bool:

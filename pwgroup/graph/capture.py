@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pwgroup.graph import pwdump, spajson
-from pwgroup.graph.proc import tool
+from pwgroup.graph.proc import run_sync, spawn, tool
 from pwgroup.model import Graph, PwgroupError
 
 RATE = 48000
@@ -67,7 +67,7 @@ def write_wav(path: Path, frames: np.ndarray, rate: int = RATE) -> None:
 
 
 def dump_graph(env: Mapping[str, str]) -> Graph:
-    out = subprocess.run([tool("pw-dump"), "-N"], env=dict(env), capture_output=True, text=True, timeout=10).stdout
+    out = run_sync([tool("pw-dump"), "-N"], env=dict(env), capture_output=True, text=True, timeout=10).stdout
     return pwdump.parse(out)
 
 
@@ -83,7 +83,7 @@ def _wait_node(env: Mapping[str, str], name: str, direction: str, count: int, ti
 
 
 def _link(env: Mapping[str, str], out_port: int, in_port: int) -> None:
-    subprocess.run(
+    run_sync(
         [tool("pw-link"), "--", str(out_port), str(in_port)], env=dict(env), capture_output=True, timeout=10, check=True
     )
 
@@ -106,7 +106,7 @@ class Recorder:
         n = len(self.ports)
         channel_map = ",".join(f"AUX{i}" for i in range(n))
         props = {"node.name": self.name, "node.autoconnect": False}
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             [
                 tool("pw-record"),
                 "--rate",
@@ -179,7 +179,7 @@ class Player:
             raise PwgroupError(f"no node named {self.target!r} to play into")
         serial = node.props.get("object.serial", node.id)
         props = {"node.name": self.name, "node.dont-reconnect": True}
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             [tool("pw-play"), "--target", str(serial), "-P", spajson.dumps(props), str(self.path)],
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -250,7 +250,7 @@ class Feeder:
         channel_map = ",".join(f"AUX{i}" for i in range(self.channels))
         # The reconciler leaves links from a probe into member elements alone while it measures.
         props = {"node.name": self.name, "node.autoconnect": False, "media.role": "Test", "pwgroup.role": "probe"}
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             stdin_playback_argv(self.channels, channel_map, self.BLOCK, props),
             env=self.env,
             stdin=subprocess.PIPE,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pwgroup.graph import SUSPEND_CRASH, Capabilities, layout, parse_version, pwdump, spajson, wait_next_change
-from pwgroup.graph.proc import linked_version, pipewire_config_of, pipewire_hosts, process_alive, run, tool
+from pwgroup.graph.proc import linked_version, pipewire_config_of, pipewire_hosts, process_alive, run, start, tool
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
 
 if TYPE_CHECKING:  # numpy and the capture tools load only when something is measured
@@ -168,6 +168,7 @@ class PipeWireBackend:
         self._ready = asyncio.Event()
         self._serial = 0
         self._ended = False
+        self._gone = asyncio.Event()  # set with _ended: tools still running for a gone server are abandoned
         self._core_version: str | None = None  # the server's own, from its Core object
         # What any PipeWire can do; `open` adds the versions and the workarounds they need.
         self.capabilities = pipewire_capabilities(None, "WirePlumber", None)
@@ -178,10 +179,8 @@ class PipeWireBackend:
         return self._graph
 
     async def open(self, timeout: float = 5.0) -> PipeWireBackend:
-        self._proc = await asyncio.create_subprocess_exec(
-            tool("pw-dump"),
-            "-m",
-            "-N",
+        self._proc = await start(
+            ["pw-dump", "-m", "-N"],
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -232,6 +231,7 @@ class PipeWireBackend:
                 self._ready.set()
                 self._changed.set()
         self._ended = True  # before the serial moves: whoever wakes on it must see the watcher gone
+        self._gone.set()
         self._serial += 1
         self._changed.set()
 
@@ -256,8 +256,10 @@ class PipeWireBackend:
         deadline = time.monotonic() + timeout
         while not check(self._graph):
             left = deadline - time.monotonic()
+            if self._ended:
+                raise ServerUnreachable(f"PipeWire went away while waiting for {what}")
             if left <= 0 or not self.alive:
-                # Before giving up, ask the server afresh: the watcher may be behind (or dead).
+                # Before giving up, ask the server afresh: the watcher may be behind.
                 fresh = pwdump.parse(await run(["pw-dump", "-N"], env=self.env, timeout=10.0))
                 if check(fresh):
                     log.warning("pw-dump monitor was behind while waiting for %s; took a fresh dump", what)
@@ -286,8 +288,15 @@ class PipeWireBackend:
         self._proc = None
 
     # ------------------------------------------------------------ acting
+    async def _tool(self, argv: list[str], check: bool = True) -> str:
+        """Run pw-cli or pw-link against this server: at once refused when the watcher has seen it go, and
+        abandoned if it goes meanwhile (so a teardown racing the server's death returns at once)."""
+        if self._ended:
+            raise ServerUnreachable("PipeWire is gone")
+        return await run(argv, env=self.env, check=check, abandon=self._gone)
+
     async def _pw_cli(self, *args: str) -> str:
-        return await run(["pw-cli", *args], env=self.env)
+        return await self._tool(["pw-cli", *args])
 
     async def create_sink(self, group: GroupSpec) -> None:
         name = layout.sink_name(group.name)
@@ -328,7 +337,8 @@ class PipeWireBackend:
         tmp.write_text(member_config(group, member, layout.graph_rate(self._graph)))
         tmp.replace(conf)
         log = open(conf.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child
-        # Its own session: the element must outlive the CLI that started it.
+        # Its own session, and no die_with_parent: the element must outlive the CLI or daemon that started it
+        # (a restarted daemon adopts it).
         subprocess.Popen(
             [tool("pipewire"), "-c", str(conf)],
             stdin=subprocess.DEVNULL,
@@ -368,13 +378,13 @@ class PipeWireBackend:
 
     async def link(self, out_port: int, in_port: int) -> None:
         try:
-            await run(["pw-link", "--", str(out_port), str(in_port)], env=self.env)
+            await self._tool(["pw-link", "--", str(out_port), str(in_port)])
         except BackendError as err:
             if "File exists" not in err.message:
                 raise
 
     async def unlink(self, link_id: int) -> None:
-        await run(["pw-link", "-d", "--", str(link_id)], env=self.env, check=False)
+        await self._tool(["pw-link", "-d", "--", str(link_id)], check=False)
 
     async def set_controls(self, node_id: int, controls: Mapping[str, float]) -> None:
         params: list[Any] = []

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 from pwgroup.graph.capture import stdin_playback_argv
+from pwgroup.graph.proc import spawn
 
 RATE = 48000
 BLOCK = 2400  # 50 ms
@@ -22,7 +23,7 @@ def main(argv: list[str]) -> int:
     level_db, name = float(argv[0]), argv[1]
     rms = 10 ** (level_db / 20)
     props = {"node.name": name, "node.autoconnect": False, "media.role": "Test"}
-    proc = subprocess.Popen(
+    proc = spawn(
         stdin_playback_argv(1, "MONO", BLOCK, props),
         stdin=subprocess.PIPE,
     )

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pwgroup.graph.capture import write_wav
-from pwgroup.graph.proc import tool
+from pwgroup.graph.proc import run_sync, spawn, tool
 from pwgroup.graph.pulse import ADJUST_THRESHOLD_USEC, ADJUST_TIME_S, BASE_MS, CONVERGE_S, hex_value, proplist_arg
 from pwgroup.model import PwgroupError
 from pwgroup.sim.room import MODELS, RATE, SimSpeaker
@@ -113,9 +113,7 @@ class PulseRoom:
 
     # ------------------------------------------------------------ the daemon
     def pactl(self, *args: str) -> str:
-        res = subprocess.run(
-            [tool("pactl"), *args], env=self.env, capture_output=True, text=True, timeout=10, check=False
-        )
+        res = run_sync([tool("pactl"), *args], env=self.env, capture_output=True, text=True, timeout=10, check=False)
         if res.returncode != 0:
             raise PwgroupError(f"pactl {args[0]} failed: {(res.stderr or res.stdout).strip()}")
         return res.stdout
@@ -334,7 +332,7 @@ class PulseRecorder:
         self._started = threading.Event()
 
     def __enter__(self) -> PulseRecorder:
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             [tool("parec"), "--raw", *parec_argv()[1:]],
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -387,7 +385,7 @@ class PulsePlayer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> PulsePlayer:
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             [
                 tool("pacat"),
                 "--raw",

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from dbus_fast.aio import MessageBus
 from pwgroup.graph import layout, spajson
 from pwgroup.graph.capture import Player, Recorder, dump_graph, write_wav
 from pwgroup.graph.pipewire import filter_chain_process_config
-from pwgroup.graph.proc import tool
+from pwgroup.graph.proc import run_sync, tool
 from pwgroup.model import Graph, PwgroupError
 from pwgroup.sim.server import PrivateServer, default_root
 
@@ -213,7 +212,7 @@ class Room:
             self.pw_link(out_port, in_port)
 
     def pw_link(self, out_port: int, in_port: int) -> None:
-        res = subprocess.run(
+        res = run_sync(
             [tool("pw-link"), "--", str(out_port), str(in_port)],
             env=self.env,
             capture_output=True,
@@ -225,9 +224,7 @@ class Room:
             raise PwgroupError(f"pw-link failed: {res.stderr.strip()}")
 
     def pw_cli(self, *args: str) -> str:
-        res = subprocess.run(
-            [tool("pw-cli"), *args], env=self.env, capture_output=True, text=True, timeout=10, check=False
-        )
+        res = run_sync([tool("pw-cli"), *args], env=self.env, capture_output=True, text=True, timeout=10, check=False)
         if res.returncode != 0 or res.stdout.startswith("Error"):
             raise PwgroupError(f"pw-cli {args[0]} failed: {(res.stderr or res.stdout).strip()}")
         return res.stdout
@@ -302,7 +299,7 @@ class Room:
         return spk
 
     def set_quantum(self, quantum: int) -> None:
-        subprocess.run(
+        run_sync(
             [tool("pw-metadata"), "-n", "settings", "--", "0", "clock.force-quantum", str(quantum)],
             env=self.env,
             capture_output=True,

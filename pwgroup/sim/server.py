@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
@@ -21,6 +21,30 @@ from pwgroup.graph.proc import cmdline, pipewire_config_of, process_alive, tool
 from pwgroup.model import Graph, PwgroupError
 
 PIDS_FILE = "pids.json"
+RUNTIME_KEYS = ("XDG_RUNTIME_DIR", "PIPEWIRE_RUNTIME_DIR", "PULSE_RUNTIME_PATH")
+# What a room runs, and what pwgroup runs against one for a moment: `sim down` ends these when it finds them
+# pointed at its room (a user's shell with `eval "$(pwgroup sim env)"` is pointed there too, and is spared).
+ROOM_PROGRAMS = frozenset(
+    {
+        "pipewire",
+        "wireplumber",
+        "pipewire-pulse",
+        "pulseaudio",
+        "dbus-daemon",
+        "pw-cli",
+        "pw-link",
+        "pw-dump",
+        "pw-record",
+        "pw-play",
+        "pw-cat",
+        "pw-loopback",
+        "pw-metadata",
+        "pactl",
+        "parec",
+        "pacat",
+        "paplay",
+    }
+)
 SYSTEM_BUS = "system_bus"
 SUSPEND_FIX = Path(__file__).resolve().parent.parent / "data" / "suspend-node.lua"
 
@@ -206,6 +230,9 @@ class PrivateServer:
             _terminate(pid, 3.0)
         for key in reversed(list(self._pids())):
             self.kill(key)
+        # Strays: a tool or server pointed at this room that no pid file names (its starter was killed).
+        for pid in processes_under(self.root, ROOM_PROGRAMS):
+            _terminate(pid, 1.0)
         for leftover in (
             "bus",
             SYSTEM_BUS,
@@ -228,6 +255,61 @@ def _processes_configured_under(root: Path) -> list[int]:
         conf = pipewire_config_of(int(entry.name))
         if conf is not None and conf.startswith(prefix):
             found.append(int(entry.name))
+    return found
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """A process's environment as it was started (empty when it is gone or not ours)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return parse_environ(raw)
+
+
+def parse_environ(raw: bytes) -> dict[str, str]:
+    env = {}
+    for entry in raw.split(b"\0"):
+        key, sep, value = entry.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def runs_under(env: Mapping[str, str], root: Path) -> bool:
+    """Whether an environment points a sound client or server at a runtime dir inside `root`."""
+    base = str(root)
+    return any((v := env.get(k)) and (v == base or v.startswith(base + os.sep)) for k in RUNTIME_KEYS)
+
+
+def _ancestors() -> Iterator[int]:
+    pid = os.getpid()
+    while pid > 1:
+        yield pid
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return
+
+
+def processes_under(root: Path, names: Collection[str] | None = None) -> list[int]:
+    """Live processes pointed at a runtime dir under `root` (by their environment) or running from a config
+    under it; with `names`, only programs of those names. Never this process or one of its ancestors."""
+    root = root.resolve()
+    spared = set(_ancestors())
+    configured = set(_processes_configured_under(root))
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in spared:
+            continue
+        pid = int(entry.name)
+        argv = cmdline(pid)
+        if not argv or _zombie(pid):
+            continue
+        if names is not None and os.path.basename(argv[0]) not in names:
+            continue
+        if pid in configured or runs_under(environ_of(pid), root):
+            found.append(pid)
     return found
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from pwgroup.config import Config
 from pwgroup.config import load as load_config
 from pwgroup.graph import Backend, layout
-from pwgroup.model import Graph, GroupSpec, LinkPorts, PwgroupError, UserError, normalize_address
+from pwgroup.model import Graph, GroupSpec, LinkPorts, PwgroupError, ServerUnreachable, UserError, normalize_address
 from pwgroup.status import presence, presence_change
 from pwgroup.supervisor.bluetooth import BluetoothKeeper
 from pwgroup.supervisor.executor import apply_actions, converge
@@ -224,11 +224,17 @@ class Supervisor:
         backend = self.backend
         if backend is None:
             return
-        if not self.keep and backend.alive:
+        if not self.keep and not backend.alive:
+            self.log("warning", f"{backend.capabilities.server} is gone: nothing to remove")
+        elif not self.keep:
             for name in sorted(set(self.config.groups) | self._removed):
                 try:
                     await converge(backend, None, name)
                     self.log("info", f"group {name} removed")
+                except ServerUnreachable:
+                    # It died under us: what is left goes with it, or a next daemon adopts or removes it.
+                    self.log("warning", f"{backend.capabilities.server} went away: the rest is left as it is")
+                    break
                 except PwgroupError as err:
                     self.log("warning", f"group {name} not fully removed: {err.message}")
         await self._release(backend)

@@ -18,6 +18,8 @@ from pwgroup.graph import proc
 from pwgroup.model import BackendError, ServerUnreachable
 from pwgroup.sim.server import parse_environ, processes_under, runs_under
 
+pytestmark = pytest.mark.process  # they start `sleep` and Python: no sound server
+
 
 def _gone(pid: int, timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout

@@ -13,11 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pwgroup.model import Graph, GroupSpec, MemberSpec
-
 # Member kinds a backend can play a group to (see model: a member is a target the backend resolves).
-KIND_BLUETOOTH = "bluetooth"  # a Bluetooth speaker, by address
-KIND_SINK = "sink"  # any other sink, by node name: USB, HDMI, analog, a network sink
+from pwgroup.model import KIND_BLUETOOTH, KIND_SINK, Graph, GroupSpec, MemberSpec
 
 
 @dataclass(frozen=True)

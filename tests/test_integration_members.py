@@ -170,3 +170,26 @@ def test_the_sink_member_pulled_and_returned_is_relinked_at_its_delay(  # type: 
         assert_heard_at(room, arrivals_of(room, group, speakers), speakers, [0.0, 30.0])
     finally:
         assert daemon.stop() == 0, daemon.log()
+
+
+def test_a_sink_that_leaves_during_its_delay_change_is_relinked_at_the_new_delay(  # type: ignore[no-untyped-def]
+    sound_cli, sound_room, mixed: str, analog
+) -> None:
+    """On PulseAudio a delay change swaps lines over CONVERGE_S; the speaker may go in the middle of it (a USB
+    sink unplugged, a Bluetooth speaker out of range). The daemon lives on and the return plays the new delay."""
+    cli, room, group = sound_cli, sound_room, mixed
+    daemon = Daemon(room.env, "--keep")
+    try:
+        cli("delay", "set", group, SINK, "25", check=True)  # through the daemon, which starts the swap
+        daemon.wait_log("configuration reloaded", 5)
+        time.sleep(0.5)
+        room.disconnect(SINK)
+        daemon.wait_log(f"{SINK} went away", 5 + CONVERGE_S)
+        room.connect(SINK)
+        daemon.wait_log(f"{SINK} returned", 5 + CONVERGE_S)
+        g = wait_status(cli, group, lambda g: settled_at(g, SINK, applied_ms(room, 25.0)), timeout=5 + JOIN_TIMEOUT_S)
+        assert len(g["members"]) == 2
+        speakers = members(room, analog)
+        assert_heard_at(room, arrivals_of(room, group, speakers), speakers, [0.0, 25.0])
+    finally:
+        assert daemon.stop() == 0, daemon.log()

@@ -97,21 +97,23 @@ async def cmd_speakers(args: argparse.Namespace) -> int:
         _emit_json({"bluetooth_unavailable": unavailable, "speakers": [v.as_dict() for v in views]})
         return EXIT_OK
     if not views:
-        print("no Bluetooth speakers found: pair one with 'pwgroup scan' and 'pwgroup pair ADDRESS'")
+        print("no speakers or sinks found: pair a speaker with 'pwgroup scan' and 'pwgroup pair ADDRESS'")
         return EXIT_OK
     _print_table(speaker_rows(views), SPEAKER_HEADER)
     return EXIT_OK
 
 
-SPEAKER_HEADER = ["NAME", "ADDRESS", "CONNECTION", "NODE", "BATTERY", "CODEC", "REPORTED DELAY"]
+SPEAKER_HEADER = ["NAME", "ADDRESS", "KIND", "CONNECTION", "NODE", "BATTERY", "CODEC", "REPORTED DELAY"]
 
 
 def speaker_rows(views: Sequence[Any]) -> list[list[str]]:
-    """The `speakers` table: every text that came from the air goes through safe_text."""
+    """The `speakers` table: every text that came from the air goes through safe_text. A sink that is not
+    Bluetooth is a member by its node name (NODE)."""
     return [
         [
             safe_text(v.name, 40),
             v.address or "-",
+            v.kind,
             v.connection,
             safe_text(v.node or "-", 48),
             "-" if v.battery is None else f"{v.battery}%",

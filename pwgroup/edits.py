@@ -174,9 +174,15 @@ def need_group(current: GroupConfig | None, name: str) -> GroupConfig:
 
 
 def resolve_speaker(graph: Graph, text: str) -> str:
-    """A speaker present in the graph, by address or node name: its member key."""
+    """A member target present in the graph: a Bluetooth speaker by address or node name, any other sink by its
+    exact node name. Returns its member key."""
     spk = layout.find_speaker(graph, text)
     if spk is None:
+        node = graph.node_by_name(text)
+        if node is not None and layout.PROP_ROLE in node.props:
+            raise UserError(f"{safe_text(text, 60)!r} is pwgroup's own node: a group plays to speakers and sinks")
+        if node is not None:
+            raise UserError(f"{safe_text(text, 60)!r} is not a sink: a group plays to speakers and sinks")
         raise UserError(f"unknown speaker {safe_text(text, 60)!r}: run 'pwgroup speakers' to list them")
     return spk.key
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pwgroup.config import MAX_DELAY_MS, GroupConfig
+from pwgroup.config import GroupConfig
 from pwgroup.graph import layout, spajson
 from pwgroup.graph.proc import linked_version
-from pwgroup.model import UserError, normalize_address
+from pwgroup.model import KIND_BLUETOOTH, KIND_SINK, UserError, normalize_address, target_kind
 
 COMBINE_STREAM_SINCE = (0, 3, 71)  # combine.latency-compensate first shipped in 0.3.71
 OLDEST = (0, 3, 65)  # filter-chain's builtin delay as measured here (Debian 12)
-# The delay line holds a little more than the longest delay a member may be given.
-MAX_DELAY_S = round(MAX_DELAY_MS / 1000.0 + 0.1, 3)
+MAX_DELAY_S = layout.EXPORT_MAX_DELAY_S
 
 Version = tuple[int, int, int]
 
@@ -34,9 +33,28 @@ def installed_pipewire_version() -> Version | None:
 
 
 def speaker_node_name(speaker: str) -> str:
-    """The node a member plays to: BlueZ names its A2DP sink after the address; other members are node names."""
+    """The node a member plays to, by its kind: BlueZ names a speaker's A2DP sink after its address; a sink
+    member's key is its node name."""
+    kind = target_kind(speaker)
+    if kind == KIND_BLUETOOTH:
+        return f"bluez_output.{_bluez_token(speaker)}.1"
+    if kind == KIND_SINK:
+        return speaker
+    raise UserError(f"member {layout.member_slug(speaker)} is on another host: a drop-in plays only to local sinks")
+
+
+def _bluez_token(speaker: str) -> str:
+    """`AA_BB_CC_DD_EE_FF`: how BlueZ's nodes and cards spell a speaker's address."""
     address = normalize_address(speaker)
-    return f"bluez_output.{address.replace(':', '_')}.1" if address else speaker
+    if address is None:
+        raise ValueError(f"not a Bluetooth address: {speaker!r}")
+    return address.replace(":", "_")
+
+
+def bluetooth_addresses(group: GroupConfig) -> list[str]:
+    """The group's Bluetooth members' addresses, in member order: only they get WirePlumber's bluez rules."""
+    found = (normalize_address(m.speaker) for m in group.members if target_kind(m.speaker) == KIND_BLUETOOTH)
+    return [a for a in found if a]
 
 
 def _comment(text: str) -> str:
@@ -110,21 +128,11 @@ def member_filter_chain(group: GroupConfig, index: int, rate: int) -> dict[str, 
 
 
 def group_sink_object(group: GroupConfig) -> dict[str, object]:
-    sink = layout.sink_name(group.name)
-    return {
-        "factory": "adapter",
-        "args": {
-            "factory.name": "support.null-audio-sink",
-            "node.name": sink,
-            "node.description": group.description,
-            "media.class": "Audio/Sink",
-            "audio.position": ["FL", "FR"],
-            "monitor.channel-volumes": True,
-            "node.link-group": sink,
-            # Never armed for suspend: WirePlumber 0.4.13 segfaults when a node it meant to suspend is destroyed.
-            "session.suspend-timeout-seconds": 0,
-        },
-    }
+    # The daemon's sink plus the members' link-group (see member_filter_chain), and without pwgroup's role props:
+    # this sink belongs to the server's config, and a daemon must not take it for one it made and may remove.
+    args = layout.group_sink_props(group.name, group.description)
+    args["node.link-group"] = layout.sink_name(group.name)
+    return {"factory": "adapter", "args": args}
 
 
 def render_filter_chain(group: GroupConfig, rate: int) -> str:
@@ -176,12 +184,11 @@ def render_combine_stream(group: GroupConfig) -> str:
     sink = layout.sink_name(group.name)
     rules = []
     for m in group.members:
-        address = normalize_address(m.speaker)
         match: dict[str, object] = {"media.class": "Audio/Sink"}
-        if address:
-            match["api.bluez5.address"] = address
+        if target_kind(m.speaker) == KIND_BLUETOOTH:
+            match["api.bluez5.address"] = normalize_address(m.speaker)
         else:
-            match["node.name"] = m.speaker
+            match["node.name"] = speaker_node_name(m.speaker)
         rules.append({"matches": [match], "actions": {"create-stream": {"audio.position": ["FL", "FR"]}}})
     args = {
         "combine.mode": "sink",
@@ -205,7 +212,8 @@ def render_combine_stream(group: GroupConfig) -> str:
 
 
 def render_offsets_script(group: GroupConfig) -> str:
-    """A shell script that sets each Bluetooth member's port latency offset through pipewire-pulse's pactl."""
+    """A shell script that sets each Bluetooth member's port latency offset through pipewire-pulse's pactl; a
+    sink member's card and port are not known from its node name, so the script says what to set by hand."""
     lines = [
         "#!/bin/sh",
         f"# Written by `pwgroup export-conf {group.name}`: latency offsets for combine-stream's compensation.",
@@ -218,10 +226,14 @@ def render_offsets_script(group: GroupConfig) -> str:
         'else echo "$1: not connected" >&2; fi',
         "}",
     ]
-    for speaker, micros in latency_offsets_us(group).items():
-        address = normalize_address(speaker)
-        if address:  # addresses are hex and colons: nothing to quote
-            lines.append(f"offset bluez_card.{address.replace(':', '_')} {micros}")
+    for i, (speaker, micros) in enumerate(latency_offsets_us(group).items()):
+        if target_kind(speaker) == KIND_BLUETOOTH:  # addresses are hex and colons: nothing to quote
+            lines.append(f"offset bluez_card.{_bluez_token(speaker)} {micros}")
+        else:  # the slug, never the node name: it is safe in a shell word
+            lines.append(
+                f"echo \"member {i + 1} ({layout.member_slug(speaker)}): not Bluetooth; give its card's output port "
+                f'{micros} us with pactl set-port-latency-offset" >&2'
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -233,15 +245,15 @@ def _lua_string(text: str) -> str:
 
 def render_wireplumber_rules(group: GroupConfig) -> str:
     """WirePlumber 0.4 (bluetooth.lua.d): the group's speakers stay on A2DP and never suspend."""
-    addresses = [a for a in (normalize_address(m.speaker) for m in group.members) if a]
+    addresses = bluetooth_addresses(group)
     out = [
         f"-- Written by `pwgroup export-conf {group.name}`: WirePlumber 0.4 rules for the Bluetooth speakers of",
         f"-- group {group.name!r}: A2DP only (no call profile), never suspended (a resume costs the first words).",
         "-- Install into ~/.config/wireplumber/bluetooth.lua.d/ and restart WirePlumber.",
     ]
     for address in addresses:
-        card = _lua_string(f"bluez_card.{address.replace(':', '_')}")
-        node = _lua_string(f"bluez_output.{address.replace(':', '_')}.*")
+        card = _lua_string(f"bluez_card.{_bluez_token(address)}")
+        node = _lua_string(f"bluez_output.{_bluez_token(address)}.*")
         out += [
             "table.insert(bluez_monitor.rules, {",
             f'  matches = {{ {{ {{ "device.name", "equals", {card} }} }} }},',
@@ -274,7 +286,7 @@ def render(group: GroupConfig, version: Version, rate: int = layout.DEFAULT_RATE
         files[f"pipewire/{stem}-offsets.sh"] = render_offsets_script(group)
     else:
         files[f"pipewire/pipewire.conf.d/{stem}.conf"] = render_filter_chain(group, rate)
-    if any(normalize_address(m.speaker) for m in group.members):
+    if bluetooth_addresses(group):
         files[f"wireplumber/bluetooth.lua.d/51-{stem}.lua"] = render_wireplumber_rules(group)
     return files
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 # Exit codes shared by the CLI and the daemon.
 EXIT_OK = 0
@@ -145,12 +145,29 @@ class Graph:
         return [lk for lk in self.links.values() if node_id in (lk.out_node, lk.in_node)]
 
 
-# ---------------------------------------------------------------- speakers
+# ---------------------------------------------------------------- member targets
+
+# What a member plays to. Its key (in the config, in a MemberSpec) says the kind: a Bluetooth address, or the exact
+# name of a sink node. The backend resolves a key in its graph; nothing else needs to know the kind.
+KIND_BLUETOOTH: Final = "bluetooth"  # a Bluetooth speaker, by address (BlueZ names its sink after it)
+KIND_SINK: Final = "sink"  # any other sink of this server, by node name: USB, HDMI, analog, a network sink
+# A group on another host (pwgroup/hosts, over Snapcast). Reserved: no key parses to it yet, and the local graph
+# never resolves it; the hosts room will give it a key form that no node name or address can take.
+KIND_REMOTE: Final = "remote"
+TargetKind = Literal["bluetooth", "sink", "remote"]
+# Nodes pwgroup made (group sinks, member elements, the virtual room's plumbing) carry this prop: never a member.
+PROP_ROLE = "pwgroup.role"
+
+
+def target_kind(key: str) -> TargetKind:
+    """The kind of member a key names, from the key alone: a Bluetooth address, else a node name."""
+    return KIND_BLUETOOTH if normalize_address(key) else KIND_SINK
 
 
 @dataclass(frozen=True)
 class Speaker:
-    """A Bluetooth speaker as the sound server sees it (BlueZ fills in more later)."""
+    """A member target the sound server shows now: a Bluetooth speaker (BlueZ fills in more later), or another
+    sink, keyed by its node name."""
 
     node_name: str
     node_id: int
@@ -158,6 +175,7 @@ class Speaker:
     address: str | None
     codec: str | None = None
     profile: str | None = None
+    kind: TargetKind = KIND_BLUETOOTH
 
     @property
     def key(self) -> str:
@@ -165,9 +183,12 @@ class Speaker:
 
 
 def speaker_from_node(node: Node) -> Speaker | None:
-    """A node is a Bluetooth speaker when it is an audio sink driven by BlueZ."""
-    if node.media_class != "Audio/Sink" or node.props.get("device.api") != "bluez5":
+    """A node is a member target when it is an audio sink pwgroup did not make: a Bluetooth speaker when BlueZ
+    drives it, otherwise a sink by node name."""
+    if node.media_class != "Audio/Sink" or PROP_ROLE in node.props:
         return None
+    if node.props.get("device.api") != "bluez5":
+        return Speaker(node_name=node.name, node_id=node.id, description=node.description, address=None, kind=KIND_SINK)
     raw_addr = node.props.get("api.bluez5.address")
     address = normalize_address(raw_addr) if isinstance(raw_addr, str) else None
     codec = node.props.get("api.bluez5.codec")
@@ -183,6 +204,7 @@ def speaker_from_node(node: Node) -> Speaker | None:
 
 
 def speakers_in(graph: Graph) -> list[Speaker]:
+    """Every member target in the graph, Bluetooth or not."""
     found = [s for n in graph.nodes.values() if (s := speaker_from_node(n)) is not None]
     return sorted(found, key=lambda s: (s.key, s.node_id))
 
@@ -192,12 +214,17 @@ def speakers_in(graph: Graph) -> list[Speaker]:
 
 @dataclass(frozen=True)
 class MemberSpec:
-    """A wanted member: the speaker (address or node name), its delay, volume and channel role."""
+    """A wanted member: its target (a Bluetooth address or a sink's node name), its delay, volume and channel
+    role."""
 
     speaker: str
     delay_ms: float = 0.0
     volume: float = 1.0
     channels: str = "both"  # both | left | right | mono (a downmix of both)
+
+    @property
+    def kind(self) -> TargetKind:
+        return target_kind(self.speaker)
 
 
 @dataclass(frozen=True)

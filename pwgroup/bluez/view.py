@@ -1,4 +1,5 @@
-"""One speaker view: BlueZ's devices joined with PipeWire's speaker nodes by Bluetooth address.
+"""One speaker view: BlueZ's devices joined with the sound server's member targets by Bluetooth address; a sink
+that is not Bluetooth is shown from the server's side alone.
 
 Pure: both sides are passed in. Each side is checked against the other, because either can be wrong
 (BlueZ may say Connected=false while audio streams; a connected speaker may have no audio node yet).
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pwgroup.bluez.props import Device
-from pwgroup.model import Speaker
+from pwgroup.model import KIND_BLUETOOTH, KIND_SINK, Speaker, TargetKind
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,12 @@ class SpeakerView:
     codec: str | None
     profile: str | None
     delay_ms: float | None  # MediaTransport1.Delay as reported, not measured
+    kind: TargetKind = KIND_BLUETOOTH  # a sink that is not Bluetooth: by node name, no BlueZ side
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "kind": self.kind,
             "address": self.address,
             "connection": self.connection,
             "bluez_connected": self.bluez_connected,
@@ -60,12 +63,14 @@ def _connection(connected: bool | None, has_node: bool) -> str:
 
 
 def join(speakers: Sequence[Speaker], devices: Sequence[Device] | None) -> list[SpeakerView]:
-    """Every PipeWire speaker, and every BlueZ device that is a paired audio sink or has a node.
-    `devices=None` means BlueZ is unreachable: the view is PipeWire's alone."""
+    """Every member target of the server, and every BlueZ device that is a paired audio sink or has a node.
+    `devices=None` means BlueZ is unreachable: the view is the server's alone."""
     nodes: dict[str, Speaker] = {}
     views = []
     for spk in speakers:
-        if spk.address is None or spk.address in nodes:
+        if spk.kind == KIND_SINK:
+            views.append(_sink_view(spk))
+        elif spk.address is None or spk.address in nodes:
             # No address (or a second node of one speaker): shown from PipeWire's side only.
             views.append(_view(spk, None))
         else:
@@ -77,6 +82,25 @@ def join(speakers: Sequence[Speaker], devices: Sequence[Device] | None) -> list[
         if dev.paired and dev.audio_sink:
             views.append(_view(None, dev))
     return sorted(views, key=lambda v: (v.address or "", v.node or ""))
+
+
+def _sink_view(spk: Speaker) -> SpeakerView:
+    """A sink that is not Bluetooth: there while the server shows it, with nothing for BlueZ to say."""
+    return SpeakerView(
+        address=None,
+        name=spk.description,
+        connection="present",
+        bluez_connected=None,
+        node=spk.node_name,
+        node_id=spk.node_id,
+        paired=None,
+        trusted=None,
+        battery=None,
+        codec=None,
+        profile=None,
+        delay_ms=None,
+        kind=spk.kind,
+    )
 
 
 def _view(spk: Speaker | None, dev: Device | None) -> SpeakerView:

@@ -14,14 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from pwgroup.model import Graph, GroupSpec, MemberSpec
+# Member kinds a backend can play a group to (see model: a member is a target the backend resolves).
+from pwgroup.model import KIND_BLUETOOTH, KIND_SINK, Graph, GroupSpec, MemberSpec
 
 if TYPE_CHECKING:  # numpy loads only where audio is measured, not for every command
     import numpy as np
-
-# Member kinds a backend can play a group to (see model: a member is a target the backend resolves).
-KIND_BLUETOOTH = "bluetooth"  # a Bluetooth speaker, by address
-KIND_SINK = "sink"  # any other sink, by node name: USB, HDMI, analog, a network sink
 
 # Known bugs worked around, as `doctor` and `status` say them.
 SUSPEND_CRASH = (

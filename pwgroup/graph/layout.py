@@ -8,11 +8,22 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from typing import Any
 
-from pwgroup.model import Graph, GroupState, MemberState, Node, Speaker, normalize_address, speakers_in
+from pwgroup.model import (
+    KIND_REMOTE,
+    PROP_ROLE,
+    Graph,
+    GroupState,
+    MemberState,
+    Node,
+    Speaker,
+    normalize_address,
+    speakers_in,
+    target_kind,
+)
 
 PROP_GROUP = "pwgroup.group"
-PROP_ROLE = "pwgroup.role"
 PROP_MEMBER = "pwgroup.member"
 ROLE_SINK = "group-sink"
 ROLE_IN = "member-in"
@@ -29,8 +40,28 @@ LINE_A = "dA:Delay (s)"
 LINE_B = "dB:Delay (s)"
 GAIN_A = "mix:Gain 1"
 GAIN_B = "mix:Gain 2"
-MAX_DELAY_S = 4.0  # delay line length: user delays stay under 1.9 s; calibration staggers 8 members by 0.5 s
 DEFAULT_RATE = 48000
+
+# The delay lines, for the daemon's elements and for exported drop-ins alike.
+MAX_MEMBER_DELAY_MS = 1900.0  # the longest delay a member may be given (config's MAX_DELAY_MS)
+MAX_DELAY_S = 4.0  # the daemon's line: user delays stay under 1.9 s; calibration staggers 8 members by 0.5 s
+# A drop-in's line: no calibration runs through it, so a little more than the longest member delay will do.
+EXPORT_MAX_DELAY_S = round(MAX_MEMBER_DELAY_MS / 1000.0 + 0.1, 3)
+
+
+def group_sink_props(group: str, description: str) -> dict[str, Any]:
+    """The group sink, whoever makes it (the daemon's backend, or an exported drop-in): a stereo null sink whose
+    monitor carries its volume, so members follow the group's volume."""
+    return {
+        "factory.name": "support.null-audio-sink",
+        "node.name": sink_name(group),
+        "node.description": description,
+        "media.class": "Audio/Sink",
+        "audio.position": ["FL", "FR"],
+        "monitor.channel-volumes": True,
+        # Never armed for suspend: WirePlumber 0.4.13 segfaults when a node it meant to suspend is destroyed.
+        "session.suspend-timeout-seconds": 0,
+    }
 
 
 def sink_name(group: str) -> str:
@@ -127,6 +158,10 @@ def graph_quantum(graph: Graph) -> int:
 
 
 def find_speaker(graph: Graph, key: str) -> Speaker | None:
+    """The member target `key` names, if the graph shows it now: a Bluetooth speaker by its address (any
+    spelling), or any target by its exact node name."""
+    if target_kind(key) == KIND_REMOTE:
+        return None  # on another host: pwgroup.hosts reaches it, not this graph
     addr = normalize_address(key)
     for spk in speakers_in(graph):
         if (addr and spk.address == addr) or spk.node_name == key:

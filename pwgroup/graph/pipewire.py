@@ -140,15 +140,8 @@ def filter_chain_process_config(args: dict[str, Any], comment: str = "") -> str:
 
 def sink_props(group: GroupSpec) -> dict[str, Any]:
     return {
-        "factory.name": "support.null-audio-sink",
-        "node.name": layout.sink_name(group.name),
-        "node.description": group.description,
-        "media.class": "Audio/Sink",
-        "audio.position": ["FL", "FR"],
-        "monitor.channel-volumes": True,
-        "object.linger": True,
-        # Never armed for suspend: WirePlumber 0.4.13 segfaults when a node it meant to suspend is destroyed.
-        "session.suspend-timeout-seconds": 0,
+        **layout.group_sink_props(group.name, group.description),
+        "object.linger": True,  # outlives the pw-cli that made it
         layout.PROP_GROUP: group.name,
         layout.PROP_ROLE: layout.ROLE_SINK,
     }

@@ -733,11 +733,16 @@ class PulseBackend:
                 await self._pulse.sink_input_mute(index, False)
 
     async def swap_mutes(self, unmute: Sequence[int], mute: Sequence[int]) -> None:
+        from pulsectl import PulseOperationFailed
+
+        # A line whose speaker left meanwhile went with it; the swap still finishes, and the speaker's return
+        # relinks it (else the daemon died on the refusal).
         async with self._server():
-            await asyncio.gather(
-                *(self._pulse.sink_input_mute(i, False) for i in unmute),
-                *(self._pulse.sink_input_mute(i, True) for i in mute),
-            )
+            with contextlib.suppress(PulseOperationFailed):
+                await asyncio.gather(
+                    *(self._pulse.sink_input_mute(i, False) for i in unmute),
+                    *(self._pulse.sink_input_mute(i, True) for i in mute),
+                )
 
     async def group_line_rates(self, group: str | None) -> list[tuple[int, int, bool]] | None:
         from pulsectl import PulseError

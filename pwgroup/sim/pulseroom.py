@@ -6,23 +6,23 @@ The PipeWire room's tests run here too; hidden latencies live in convolver files
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pwgroup.graph.capture import write_wav
+from pwgroup.graph.layout import PROP_ROLE
 from pwgroup.graph.proc import run_sync, spawn, tool
 from pwgroup.graph.pulse import ADJUST_THRESHOLD_USEC, ADJUST_TIME_S, BASE_MS, CONVERGE_S, hex_value, proplist_arg
-from pwgroup.model import PwgroupError
-from pwgroup.sim.room import MODELS, RATE, SimSpeaker
+from pwgroup.model import KIND_BLUETOOTH, PwgroupError
+from pwgroup.sim.base import MODELS, RATE, SimRoom, SimSpeaker
 from pwgroup.sim.server import PrivateServer, server_env
 
 AIR = "pwgroup-sim.air"
@@ -31,6 +31,8 @@ MIC = "pwgroup-sim.mic"
 CHANNELS = 18  # aux0 the reference, aux1..aux16 one per speaker, aux17 where the right ears go
 TRASH = CHANNELS - 1
 STATE = "pulse-room.json"
+# The room's own sinks (the air, the reference, each speaker's emission) are plumbing, never a member target.
+ROOM_ROLE = {PROP_ROLE: "room"}
 SETTLE_S = max(CONVERGE_S, 5.0)  # what truth() waits before recording: see there
 DAEMON_CONF = """# Written by pwgroup's virtual room: one private PulseAudio, float at 48 kHz so nothing is resampled.
 default-sample-format = float32le
@@ -74,42 +76,24 @@ def speaker_ir(spk: SimSpeaker) -> np.ndarray:
     return np.stack([ir, ir], axis=1)
 
 
-class PulseRoom:
+class PulseRoom(SimRoom):
     """A virtual room on a private PulseAudio. Synchronous: it is test and benchmark infrastructure."""
 
     backend = "pulse"
+    state_file = STATE
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.server = PrivateServer(root)
-        self.server.env = pulse_env(root)
-        self.speakers: list[SimSpeaker] = []
-        self.modules: dict[str, list[int]] = {}
-        self._load_state()
-
-    @property
-    def env(self) -> dict[str, str]:
-        return self.server.env
+        self.modules: dict[str, list[int]] = {}  # a present speaker's modules, by its key
+        server = PrivateServer(root)
+        server.env = pulse_env(root)
+        super().__init__(root, server)
 
     # ------------------------------------------------------------ state
-    def _load_state(self) -> None:
-        try:
-            data = json.loads((self.root / STATE).read_text())
-        except (OSError, ValueError):
-            return
-        self.speakers = [SimSpeaker(**s) for s in data.get("speakers", [])]
+    def _load_extra(self, data: dict[str, Any]) -> None:
         self.modules = {k: list(v) for k, v in data.get("modules", {}).items()}
 
-    def _save(self) -> None:
-        tmp = self.root / (STATE + ".tmp")
-        tmp.write_text(json.dumps({"speakers": [asdict(s) for s in self.speakers], "modules": self.modules}))
-        tmp.replace(self.root / STATE)
-
-    def speaker(self, key: str) -> SimSpeaker:
-        for spk in self.speakers:
-            if key in (spk.address, spk.node_name):
-                return spk
-        raise KeyError(key)
+    def _state(self) -> dict[str, Any]:
+        return {**super()._state(), "modules": self.modules}
 
     # ------------------------------------------------------------ the daemon
     def pactl(self, *args: str) -> str:
@@ -137,9 +121,10 @@ class PulseRoom:
         script = [
             f"load-module module-native-protocol-unix auth-anonymous=1 socket={socket}",
             f"load-module module-null-sink sink_name={AIR} channels={CHANNELS} channel_map={aux} "
-            f"sink_properties={proplist_arg({'device.description': hex_value('Room air (virtual)')})}",
+            f"sink_properties={proplist_arg({'device.description': hex_value('Room air (virtual)'), **ROOM_ROLE})}",
             f"load-module module-remap-sink sink_name={REF} master={AIR} channels=2 "
-            f"channel_map=front-left,front-right master_channel_map=aux0,aux{TRASH} remix=no",
+            f"channel_map=front-left,front-right master_channel_map=aux0,aux{TRASH} remix=no "
+            f"sink_properties={proplist_arg(ROOM_ROLE)}",
             f"set-default-sink {AIR}",
             # A chosen default source, so no recorder is "on the default" and moved when sources come and go
             # (PulseAudio 16 died here moving an 18-channel recorder onto a 2-channel source).
@@ -183,7 +168,8 @@ class PulseRoom:
 
     def up(self, speakers: int = 3, latencies_ms: list[float] | None = None, seed: int = 1) -> None:
         if not self.running:
-            self.speakers, self.modules = [], {}
+            self._forget_speakers()
+            self.modules = {}
             self._start()
         if self.speakers:
             return
@@ -200,31 +186,22 @@ class PulseRoom:
         (self.root / STATE).unlink(missing_ok=True)
         for sub in ("config", "state", "ir"):
             shutil.rmtree(self.root / sub, ignore_errors=True)
-        self.speakers, self.modules = [], {}
+        self._forget_speakers()
+        self.modules = {}
 
     # ------------------------------------------------------------ speakers
-    def add_speaker(self, description: str, latency_ms: float, gain: float = 0.8) -> SimSpeaker:
-        index = max((s.index for s in self.speakers), default=0) + 1
-        if index >= TRASH:
+    def _check_room_for(self, spk: SimSpeaker) -> None:
+        if spk.index >= TRASH:
             raise PwgroupError(f"the PulseAudio room holds at most {TRASH - 1} speakers")
-        spk = SimSpeaker(
-            index=index,
-            address=f"AA:BB:CC:00:00:{index:02X}",
-            description=description,
-            codec=MODELS[(index - 1) % len(MODELS)][1],
-            latency_samples=round(latency_ms * RATE / 1000.0),
-            gain=gain,
-        )
-        write_wav(self.root / "ir" / f"{index}.wav", speaker_ir(spk))
-        self.speakers.append(spk)
-        self._save()
-        self.connect(spk.address)
-        return spk
+
+    def _build(self, spk: SimSpeaker) -> None:
+        write_wav(self.root / "ir" / f"{spk.index}.wav", speaker_ir(spk))
+        self.connect(spk.key)
 
     def connect(self, key: str) -> None:
         """The speaker comes into range: its sink appears, playing into its own channel of the air."""
         spk = self.speaker(key)
-        if spk.address in self.modules:
+        if spk.key in self.modules:
             return
         emit = self.load(
             "module-remap-sink",
@@ -234,15 +211,17 @@ class PulseRoom:
             "channel_map=front-left,front-right",
             f"master_channel_map=aux{spk.index},aux{TRASH}",
             "remix=no",
+            f"sink_properties={proplist_arg(ROOM_ROLE)}",
         )
-        props = {
-            "device.description": hex_value(spk.description),
-            "device.api": "bluez5",
-            "device.bus": "bluetooth",
-            "api.bluez5.address": spk.address,
-            "api.bluez5.codec": spk.codec,
-            "api.bluez5.profile": "a2dp-sink",
-        }
+        props: dict[str, str | int] = {"device.description": hex_value(spk.description)}
+        if spk.kind == KIND_BLUETOOTH:
+            props |= {
+                "device.api": "bluez5",
+                "device.bus": "bluetooth",
+                "api.bluez5.address": spk.address,
+                "api.bluez5.codec": spk.codec,
+                "api.bluez5.profile": "a2dp-sink",
+            }
         # The convolver's impulse response holds the hidden latency: nothing the server reports shows it.
         sink = self.load(
             "module-virtual-surround-sink",
@@ -251,20 +230,26 @@ class PulseRoom:
             f"hrir={_safe_path(self.root / 'ir' / f'{spk.index}.wav')}",
             f"sink_properties={proplist_arg(props)}",
         )
-        self.modules[spk.address] = [sink, emit]
+        self.modules[spk.key] = [sink, emit]
         self._save()
 
     def disconnect(self, key: str) -> None:
         """The speaker walks out of range: its sink vanishes, and with it whatever played into it."""
         spk = self.speaker(key)
-        for index in self.modules.pop(spk.address, []):
+        for index in self.modules.pop(spk.key, []):
             self.pactl("unload-module", str(index))
         self._save()
 
     # ------------------------------------------------------------ measuring
     @contextlib.contextmanager
     def truth(self, group: str, n: int, hold: bool = True) -> Iterator[PulseRecorder]:
-        """Record the group's monitor (the reference) and the first `n` speakers' emissions in one stream.
+        """Record the group's monitor (the reference) and the first `n` speakers' emissions in one stream."""
+        with self.truth_of(group, self.speakers[:n], hold) as rec:
+            yield rec
+
+    @contextlib.contextmanager
+    def truth_of(self, group: str, speakers: Sequence[SimSpeaker], hold: bool = True) -> Iterator[PulseRecorder]:
+        """Record the group's monitor (the reference) and these speakers' emissions, in this order, in one stream.
 
         PulseAudio cannot record two devices in one stream, so the reference reaches the air by the same kind of
         path as a member's (a remap-source of the monitor, then a loopback at the backend's base latency), as a
@@ -290,7 +275,7 @@ class PulseRoom:
             # its monitor (the members' and the fresh reference) about 20 ms off at once; at 1 % rate they are
             # back within a sample of each other in about 3 s. Measured on PulseAudio 16.1.
             time.sleep(SETTLE_S)
-            with PulseRecorder(self.env, [0, *(s.index for s in self.speakers[:n])]) as rec:
+            with PulseRecorder(self.env, [0, *(s.index for s in speakers)]) as rec:
                 yield rec
         finally:
             if holder is not None:

@@ -1,19 +1,18 @@
 """The virtual room: fake Bluetooth speakers with hidden latencies on a private PipeWire, a microphone, a truth tap.
 
-Each speaker is a null sink named like BlueZ's; what it plays reaches the room through a hidden filter-chain
-convolver (latency and gain live in an impulse-response file, never in graph names or props).
+Each speaker is a sink named like BlueZ's (or, for a sink member, like an ALSA output); what it plays reaches the
+room through a hidden filter-chain convolver (latency and gain live in an impulse-response file, never in graph
+names or props).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,12 @@ from pwgroup.graph import layout, spajson
 from pwgroup.graph.capture import Player, Recorder, dump_graph, write_wav
 from pwgroup.graph.pipewire import filter_chain_process_config
 from pwgroup.graph.proc import run_sync, tool
-from pwgroup.model import Graph, PwgroupError
+from pwgroup.model import KIND_BLUETOOTH, Graph, PwgroupError
+from pwgroup.sim.base import MODELS, RATE, SimRoom, SimSpeaker
 from pwgroup.sim.server import PrivateServer, default_root
 
-RATE = 48000
+__all__ = ["MODELS", "RATE", "Room", "SimSpeaker"]
+
 ROOM_STATE = "room.json"
 MIC_NAME = "pwgroup-sim.mic"
 NOISE_NAME = "pwgroup-sim.noise"
@@ -37,45 +38,19 @@ BLUEZ_KEY = "bluez"
 BLUEZ_READY = "bluez.ready"
 SIM_CONTROL_NAME = "org.pwgroup.SimBluez"
 SIM_CONTROL_PATH = "/org/pwgroup/sim"
-MODELS = (
-    ("JBL Flip 6", "sbc"),
-    ("Sony SRS-XB13", "aac"),
-    ("Bose SoundLink Flex", "sbc"),
-    ("UE BOOM 3", "sbc"),
-    ("Anker Soundcore 2", "aac"),
-    ("Marshall Emberton II", "sbc_xq"),
-    ("Tribit StormBox Micro 2", "sbc"),
-    ("Bang & Olufsen Beosound A1", "aptx"),
-)
-
-
-@dataclass
-class SimSpeaker:
-    """One fake speaker; `latency_samples` and `gain` are the room's hidden truth."""
-
-    index: int
-    address: str
-    description: str
-    codec: str
-    latency_samples: int
-    gain: float
-    reflections: list[tuple[float, float]] = field(default_factory=list)  # (ms after direct, relative gain)
-
-    @property
-    def node_name(self) -> str:
-        return f"bluez_output.{self.address.replace(':', '_')}.1"
-
-    @property
-    def emit_name(self) -> str:
-        return f"pwgroup-sim.emit.{self.index}"
-
-    @property
-    def latency_ms(self) -> float:
-        return self.latency_samples * 1000.0 / RATE
 
 
 def speaker_props(spk: SimSpeaker) -> dict[str, Any]:
-    """What BlueZ's A2DP sink node carries; the description is whatever the speaker announced."""
+    """What BlueZ's A2DP sink node carries; the description is whatever the speaker announced. A sink that is not
+    Bluetooth carries what any other sink does: a name, a description, its channels."""
+    if spk.kind != KIND_BLUETOOTH:
+        return {
+            "node.name": spk.node_name,
+            "node.description": spk.description,
+            "media.class": "Audio/Sink",
+            "audio.channels": 2,
+            "audio.position": ["FL", "FR"],
+        }
     return {
         "node.name": spk.node_name,
         "node.description": spk.description,
@@ -142,43 +117,16 @@ async def _control_call(env: dict[str, str], method: str, signature: str, body: 
         bus.disconnect()
 
 
-class Room:
+class Room(SimRoom):
     """A virtual room on a private PipeWire. Synchronous: it is test and demo infrastructure."""
 
     backend = "pipewire"
+    state_file = ROOM_STATE
     lead_s = 0.0  # audio reaches the truth channels with no latency beyond the members' own delays
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = root or default_root()
-        self.server = PrivateServer(self.root)
-        self.speakers: list[SimSpeaker] = []
-        self._load()
-
-    @property
-    def env(self) -> dict[str, str]:
-        return self.server.env
-
-    # ------------------------------------------------------------ state (test-side API)
-    def _load(self) -> None:
-        try:
-            data = json.loads((self.root / ROOM_STATE).read_text())
-        except (OSError, ValueError):
-            return
-        self.speakers = [SimSpeaker(**s) for s in data.get("speakers", [])]
-
-    def _save(self) -> None:
-        tmp = self.root / (ROOM_STATE + ".tmp")
-        tmp.write_text(json.dumps({"speakers": [asdict(s) for s in self.speakers]}, indent=1))
-        tmp.replace(self.root / ROOM_STATE)
-
-    def speaker(self, key: str) -> SimSpeaker:
-        for spk in self.speakers:
-            if key in (spk.address, spk.node_name):
-                return spk
-        raise KeyError(key)
-
-    def hidden_latency_samples(self, key: str) -> int:
-        return self.speaker(key).latency_samples
+        root = root or default_root()
+        super().__init__(root, PrivateServer(root))
 
     # ------------------------------------------------------------ graph helpers
     def dump(self) -> Graph:
@@ -244,7 +192,7 @@ class Room:
         `reflections`: each speaker's path gets 2-4 seeded, delayed, attenuated copies (a living room)."""
         if not self.server.up:
             # A room whose server is gone is rebuilt from scratch, not half-attached to.
-            self.speakers = []
+            self._forget_speakers()
         self.server.start()
         self.root.joinpath("ir").mkdir(exist_ok=True)
         if quantum:
@@ -279,24 +227,7 @@ class Room:
             )
             self.speakers.append(spk)
             self._save()
-            self._build_speaker(spk)
-
-    def add_speaker(self, description: str, latency_ms: float, gain: float = 0.8) -> SimSpeaker:
-        """One more speaker, for tests that need a particular name (a hostile one, say)."""
-        index = max((s.index for s in self.speakers), default=0) + 1
-        model = MODELS[(index - 1) % len(MODELS)]
-        spk = SimSpeaker(
-            index=index,
-            address=f"AA:BB:CC:00:00:{index:02X}",
-            description=description,
-            codec=model[1],
-            latency_samples=round(latency_ms * RATE / 1000.0),
-            gain=gain,
-        )
-        self.speakers.append(spk)
-        self._save()
-        self._build_speaker(spk)
-        return spk
+            self._build(spk)
 
     def set_quantum(self, quantum: int) -> None:
         run_sync(
@@ -331,7 +262,7 @@ class Room:
         self._node_with_ports(NOISE_NAME, "out")
         self.link_nodes(NOISE_NAME, MIC_NAME)
 
-    def _build_speaker(self, spk: SimSpeaker) -> None:
+    def _build(self, spk: SimSpeaker) -> None:
         tail = max((round(d * RATE / 1000) for d, _ in spk.reflections), default=0)
         ir = np.zeros(spk.latency_samples + tail + 1)
         ir[spk.latency_samples] = spk.gain
@@ -340,7 +271,7 @@ class Room:
         ir_path = self.root / "ir" / f"{spk.index}.wav"
         write_wav(ir_path, ir)
         (self.root / "ir" / f"speaker-{spk.index}.conf").write_text(speaker_config(spk, ir_path))
-        self.connect(spk.address)
+        self.connect(spk.key)
 
     def connect(self, key: str) -> None:
         """The speaker comes into range: its sink appears, wired to its hidden acoustics and the microphone."""
@@ -362,9 +293,12 @@ class Room:
     def emit_ports(self, count: int | None = None) -> list[int]:
         """The output port of the first `count` (default: every) speaker's emission, in speaker order (the
         truth channels); speakers added later by a test may be away without bothering the others."""
+        return self._emit_ports(self.speakers[:count])
+
+    def _emit_ports(self, speakers: Sequence[SimSpeaker]) -> list[int]:
         graph = self.dump()
         ports = []
-        for spk in self.speakers[:count]:
+        for spk in speakers:
             node = graph.node_by_name(spk.emit_name)
             if node is None:
                 raise PwgroupError(f"{spk.emit_name} is missing")
@@ -374,12 +308,18 @@ class Room:
     @contextlib.contextmanager
     def truth(self, group: str, n: int) -> Iterator[Recorder]:
         """Record the group sink's monitor (the reference) and the first `n` speakers' emissions in one stream."""
+        with self.truth_of(group, self.speakers[:n]) as rec:
+            yield rec
+
+    @contextlib.contextmanager
+    def truth_of(self, group: str, speakers: Sequence[SimSpeaker]) -> Iterator[Recorder]:
+        """Record the group sink's monitor (the reference) and these speakers' emissions, in this order."""
         graph = self.dump()
         sink = graph.node_by_name(layout.sink_name(group))
         if sink is None:
             raise PwgroupError(f"no group sink for {group!r}")
         monitor = graph.ports_of(sink.id, "out", monitor=True)[0].id
-        with Recorder(self.env, [monitor, *self.emit_ports(n)]) as rec:
+        with Recorder(self.env, [monitor, *self._emit_ports(speakers)]) as rec:
             yield rec
 
     def play(self, group: str, frames: np.ndarray) -> Player:
@@ -414,7 +354,7 @@ class Room:
         """PipeWire killed with SIGKILL and started again, as a crash and systemd's restart would do: WirePlumber
         and pipewire-pulse follow, and every speaker that was there reconnects. Returns when PipeWire was up
         again (time.monotonic()), for heal-time measurements."""
-        was_there = [s for s in self.speakers if self.server.running(f"speaker-{s.index}")]
+        was_there = [s for s in self.everyone if self.server.running(f"speaker-{s.index}")]
         self.server.crash("pipewire")
         for key in ("wireplumber", "pipewire-pulse"):
             self.server.kill(key)
@@ -429,7 +369,7 @@ class Room:
         self._ensure_mic()
         for spk in was_there:
             self.server.kill(f"speaker-{spk.index}")  # it lingers, cut off from the old server
-            self.connect(spk.address)
+            self.connect(spk.key)
         return up
 
     def down(self) -> None:
@@ -437,4 +377,4 @@ class Room:
         self.server.stop()
         for name in (ROOM_STATE, BLUEZ_READY):
             (self.root / name).unlink(missing_ok=True)
-        self.speakers = []
+        self._forget_speakers()

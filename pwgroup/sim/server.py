@@ -165,8 +165,10 @@ class PrivateServer:
         self._forget_pid(key)
 
     def running(self, key: str) -> bool:
+        # Alive and not a zombie. Not "has a command line": right after a spawn it can read empty for a moment
+        # (seen with Python 3.13's vfork spawning on Debian 13), and a just-started helper was taken for dead.
         pid = self._pids().get(key)
-        return pid is not None and process_alive(pid) and bool(cmdline(pid))
+        return pid is not None and process_alive(pid) and not _zombie(pid)
 
     # ------------------------------------------------------------ lifecycle
     @property

@@ -212,7 +212,7 @@ def test_a_delay_change_cut_short_is_finished_by_the_next_pass(pulse_room, monke
     """PulseAudio: a delay change stopped midway (Ctrl-C on `delay set`, a daemon killed) leaves the old line
     playing and the new one muted beside it. Once the change is overdue, the next pass takes the new line up and
     retires the old: one line per member, at the new delay."""
-    from pwgroup.graph import pulse
+    from pwgroup.graph import pulse, pulsesync
     from pwgroup.model import GroupSpec, MemberSpec
     from pwgroup.supervisor.executor import converge
 
@@ -220,7 +220,7 @@ def test_a_delay_change_cut_short_is_finished_by_the_next_pass(pulse_room, monke
     first, second = room.speakers[0], room.speakers[1]
     run = [sys.executable, "-m", "pwgroup"]
     subprocess.run([*run, "group", "create", "cut", first.address, second.address], env=room.env, check=True)
-    monkeypatch.setattr(pulse, "SWAP_GRACE_S", 1.0)
+    monkeypatch.setattr(pulsesync, "SWAP_GRACE_S", 1.0)
 
     def records(be: pulse.PulseBackend) -> list[pulse.Record]:
         return [r for r in pulse.all_records(be._snap) if r.group == "cut"]

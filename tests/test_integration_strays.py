@@ -191,9 +191,12 @@ def test_teardown_with_the_server_already_gone_returns_at_once_and_says_so(own_r
 INNER_TESTS = """
 import os, subprocess, time
 
+import pytest
+
 def test_hangs_in_a_room(pulse_room):
     time.sleep(600)  # ended by pytest-timeout
 
+@pytest.mark.process
 def test_leaves_a_stray(tmp_path):
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
     subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)

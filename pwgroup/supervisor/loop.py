@@ -57,6 +57,7 @@ class Supervisor:
         self.verbose = verbose
         self.config = Config()
         self.backend: Backend | None = None
+        self._lost: str | None = None  # the server lost and not reached again (its name), for the teardown's word
         self.passes = 0
         self._stop = False
         self._reload = False
@@ -106,6 +107,7 @@ class Supervisor:
                 assert backend is not None
                 if not backend.alive:
                     self.log("warning", f"lost {backend.capabilities.server}: waiting for it to come back")
+                    self._lost = backend.capabilities.server
                     await self._release(backend)
                     await self._connect()
                     continue
@@ -128,6 +130,7 @@ class Supervisor:
         while not self._stop:
             try:
                 self.backend = await self.open_backend()
+                self._lost = None
                 if said:
                     self.log("info", f"{self.backend.capabilities.server} is back: rebuilding the groups")
                 return
@@ -223,6 +226,8 @@ class Supervisor:
             self.status_path.unlink()
         backend = self.backend
         if backend is None:
+            if not self.keep and self._lost is not None:
+                self.log("warning", f"{self._lost} is gone: nothing to remove")
             return
         if not self.keep and not backend.alive:
             self.log("warning", f"{backend.capabilities.server} is gone: nothing to remove")

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""The other Debian stack for the test suite: a Debian root (12 on a Debian 13 host, 13 on a Debian 12 host) made
+once with mmdebstrap from Debian's packages, and the suite run inside it in a PID and mount namespace of its own.
+
+Nothing is mounted on the host: every mount lives in the namespace and goes with it. The root is kept under
+PWGROUP_STACK_DIR (default /var/tmp/pwgroup-stack) and made again only when the package list or this script's
+recipe changes. Usage: `python3 tests/stack.py [--build-only] [PYTEST ARGS...]` from the checkout (needs root).
+Standard library only: it runs on the host's Python before any venv exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+# What the suite needs inside the root: the sound servers, the tools the tests drive, Python with venv.
+DEBS = [
+    "pipewire",
+    "pipewire-bin",
+    "wireplumber",
+    "pipewire-pulse",
+    "pulseaudio",
+    "pulseaudio-utils",
+    "dbus",
+    "dbus-daemon",
+    "python3-venv",
+    "python3-dev",
+    "ca-certificates",
+    "procps",
+    "zsh",
+    "man-db",
+    "groff-base",
+    "lua5.4",
+    "tmux",
+    "make",
+    "gcc",
+]
+OTHER = {"bookworm": ("trixie", "Debian 13"), "trixie": ("bookworm", "Debian 12")}
+RECIPE = "1"  # bump when the way the root is made changes
+VENV = "/opt/pwgroup-venv"
+MOUNT_AT = "/src"
+
+
+def host_codename() -> str:
+    fields = dict(
+        line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line.strip()
+    )
+    return fields.get("VERSION_CODENAME", "").strip('"')
+
+
+def requirements() -> list[str]:
+    """The project's dependencies and its test extra, read from pyproject.toml (the package itself is not
+    installed in the root: the suite imports it from the checkout)."""
+    project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *project["optional-dependencies"]["test"], "setuptools"]
+
+
+def stamp(codename: str) -> str:
+    text = "\n".join([RECIPE, codename, *DEBS, *requirements()])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def root_dir(codename: str) -> Path:
+    return Path(os.environ.get("PWGROUP_STACK_DIR", "/var/tmp/pwgroup-stack")) / codename
+
+
+def say(text: str) -> None:
+    print(f"stack.py: {text}", flush=True)
+
+
+def build(codename: str) -> Path:
+    """Make the root (or reuse it when its stamp matches): packages by mmdebstrap, then a venv with the
+    project's Python dependencies from PyPI."""
+    root = root_dir(codename)
+    want = stamp(codename)
+    marker = root / "etc" / "pwgroup-stack"
+    if marker.exists() and marker.read_text().strip() == want:
+        return root
+    if shutil.which("mmdebstrap") is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "mmdebstrap"], check=True)
+    if root.exists():
+        shutil.rmtree(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    say(f"making a {codename} root in {root} (once)")
+    subprocess.run(
+        [
+            "mmdebstrap",
+            "--variant=apt",
+            "--quiet",
+            f"--include={','.join(DEBS)}",
+            codename,
+            str(root),
+            "http://deb.debian.org/debian",
+        ],
+        check=True,
+    )
+    # pip inside the root trusts what the host trusts (the host's bundle may hold a proxy's CA).
+    bundle = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
+    if bundle.exists():
+        shutil.copyfile(bundle, root / "etc/ssl/certs/ca-certificates.crt")
+    pip = f"{VENV}/bin/python -m pip install -q --disable-pip-version-check"
+    setup = f"python3 -m venv {VENV} && {pip} --upgrade pip && {pip} " + " ".join(
+        shlex.quote(r) for r in requirements()
+    )
+    enter(root, ["sh", "-c", setup], mount_checkout=False)
+    marker.write_text(want + "\n")
+    return root
+
+
+def enter(root: Path, argv: list[str], mount_checkout: bool = True) -> int:
+    """Run argv in the root, in new PID and mount namespaces: /dev, /proc, a fresh /tmp and /dev/shm, the
+    checkout at /src; all of it unmounted when the namespace ends."""
+    mounts = [
+        f"mount --rbind /dev {root}/dev",
+        f"mount -t proc proc {root}/proc",
+        f"mount -t tmpfs tmpfs {root}/tmp",
+        f"mount -t tmpfs tmpfs {root}/dev/shm",
+        f"mount -t tmpfs tmpfs {root}/run",
+    ]
+    if mount_checkout:
+        (root / MOUNT_AT.lstrip("/")).mkdir(exist_ok=True)
+        mounts.append(f"mount --bind {shlex.quote(str(CHECKOUT))} {root}{MOUNT_AT}")
+    env = {
+        "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": MOUNT_AT,
+        "PYTHONDONTWRITEBYTECODE": "1",  # the checkout is the host's: leave no 3.13 caches in it
+        "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
+        "CI": os.environ.get("CI", ""),
+    }
+    workdir = MOUNT_AT if mount_checkout else "/"
+    chroot = ["chroot", str(root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items())]
+    chroot += ["sh", "-c", f'cd {workdir} && exec "$@"', "sh", *argv]
+    script = " && ".join([*mounts, 'exec "$@"'])
+    cmd = ["unshare", "--pid", "--mount", "--fork", "--propagation", "private", "sh", "-c", script, "sh", *chroot]
+    return subprocess.run(cmd).returncode
+
+
+def describe(root: Path) -> str:
+    """The stack's versions, as the output names it."""
+    out = []
+    for tool in ("pipewire", "wireplumber", "pulseaudio"):
+        proc = subprocess.run(
+            ["chroot", str(root), tool, "--version"], capture_output=True, text=True, check=False, timeout=30
+        )
+        words = proc.stdout.replace("\n", " ").split()
+        version = next((w for w in reversed(words) if w[:1].isdigit()), "?")
+        out.append(f"{tool} {version}")
+    return ", ".join(out)
+
+
+def main(argv: list[str]) -> int:
+    if os.geteuid() != 0:
+        print("stack.py: needs root (mmdebstrap, unshare, chroot): run it as root or through sudo", file=sys.stderr)
+        return 2
+    here = host_codename()
+    if here not in OTHER:
+        say(f"this is not Debian 12 or 13 ({here or 'unknown'}): no other stack to test")
+        return 0
+    codename, label = OTHER[here]
+    root = build(codename)
+    if argv[:1] == ["--build-only"]:
+        return 0
+    say(f"the suite on {label}'s stack ({describe(root)})")
+    return enter(root, ["python", "-m", "pytest", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -12,6 +12,7 @@ import pytest
 
 from pwgroup.graph import SUSPEND_CRASH, Capabilities, parse_version
 from pwgroup.graph.pipewire import pipewire_capabilities, session_manager_of
+from pwgroup.graph.proc import wireplumber_file_version, wireplumber_library_version
 from pwgroup.graph.pulse import PulseBackend
 from pwgroup.model import UserError
 
@@ -148,3 +149,30 @@ def test_pulseaudio_refuses_to_measure_in_one_line_that_says_what_to_do_instead(
         message = caught.value.message
         assert "needs PipeWire" in message and "delay set" in message and "delay trim" in message
         assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("filename", "version"),
+    [
+        ("libwireplumber-0.4.so.0.4.13", (0, 4, 13)),  # Debian 12
+        ("libwireplumber-0.4.so.0.4.17", (0, 4, 17)),  # Ubuntu 24.04
+        ("libwireplumber-0.5.so.0.508.0", (0, 5, 8)),  # Debian 13
+        ("libwireplumber-0.5.so.0.513.0", (0, 5, 13)),  # Fedora 43
+        ("libwireplumber-0.5.so.0", None),  # the soname link says no micro
+        ("libwireplumber-0.5.so.0.412.0", None),  # a number that is neither form
+        ("libpipewire-0.3.so.0.365.0", None),
+    ],
+)
+def test_wireplumber_version_is_read_from_its_library_file_name(filename: str, version: object) -> None:
+    assert wireplumber_file_version(filename) == version
+
+
+def test_wireplumber_library_version_needs_one_answer(tmp_path: Path) -> None:
+    arch = tmp_path / "usr" / "lib" / "x86_64-linux-gnu"
+    arch.mkdir(parents=True)
+    (arch / "libwireplumber-0.5.so.0").touch()
+    (arch / "libwireplumber-0.5.so.0.508.0").touch()
+    assert wireplumber_library_version([str(tmp_path / "usr" / "lib")]) == (0, 5, 8)
+    (tmp_path / "usr" / "lib" / "libwireplumber-0.4.so.0.4.13").touch()  # two installs: no guess, ask the binary
+    assert wireplumber_library_version([str(tmp_path / "usr" / "lib")]) is None
+    assert wireplumber_library_version([str(tmp_path / "nothing")]) is None

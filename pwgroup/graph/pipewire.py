@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pwgroup.graph import SUSPEND_CRASH, Capabilities, layout, parse_version, pwdump, spajson, wait_next_change
-from pwgroup.graph.proc import linked_version, pipewire_config_of, pipewire_hosts, process_alive, run, start, tool
+from pwgroup.graph.proc import (
+    linked_version,
+    pipewire_config_of,
+    pipewire_hosts,
+    process_alive,
+    run,
+    start,
+    tool,
+    wireplumber_library_version,
+)
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
 
 if TYPE_CHECKING:  # numpy and the capture tools load only when something is measured
@@ -196,8 +205,12 @@ class PipeWireBackend:
     async def _read_capabilities(self) -> Capabilities:
         name, version = session_manager_of(self._graph.clients.values())
         if name == "WirePlumber" and version is None:
-            # WirePlumber 0.4 and 0.5 announce no version of their own: the one installed here says it.
-            found = await asyncio.to_thread(linked_version, "wireplumber", "wireplumber")
+            # WirePlumber 0.4 and 0.5 announce no version of their own: the library installed here says it, by
+            # its file name (no process on every open: status --json cold paid ~200 ms for `wireplumber --version`);
+            # the binary is asked only when the file name says nothing.
+            found = wireplumber_library_version()
+            if found is None:
+                found = await asyncio.to_thread(linked_version, "wireplumber", "wireplumber")
             version = ".".join(map(str, found)) if found else None
         return pipewire_capabilities(self._core_version, name, version)
 

@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
+import glob
 import os
 import queue
 import re
@@ -224,6 +225,35 @@ def pipewire_hosts(config: str) -> list[int]:
         if entry.isdigit() and pipewire_config_of(int(entry)) == wanted:
             found.append(int(entry))
     return found
+
+
+LIBRARY_DIRS = ("/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib")
+
+
+def wireplumber_library_version(dirs: Sequence[str] = LIBRARY_DIRS) -> tuple[int, int, int] | None:
+    """The version of the libwireplumber installed in the system's library dirs, read from its file name without
+    running anything: libwireplumber-0.4.so.0.4.13 -> (0, 4, 13); 0.5 writes minor*100+micro as one number,
+    libwireplumber-0.5.so.0.508.0 -> (0, 5, 8). None when there is none, or several that differ."""
+    found = set()
+    for base in dirs:
+        for pattern in (f"{base}/libwireplumber-*.so.*", f"{base}/*/libwireplumber-*.so.*"):
+            for path in glob.glob(pattern):
+                version = wireplumber_file_version(os.path.basename(path))
+                if version is not None:
+                    found.add(version)
+    return found.pop() if len(found) == 1 else None
+
+
+def wireplumber_file_version(filename: str) -> tuple[int, int, int] | None:
+    m = re.fullmatch(r"libwireplumber-(\d+)\.(\d+)\.so\.(\d+)\.(\d+)\.(\d+)", filename)
+    if m is None:
+        return None
+    major, minor, _, middle, last = map(int, m.groups())
+    if middle >= 100 and middle // 100 == minor:  # 0.5's form
+        return major, minor, middle % 100
+    if middle == minor:  # 0.4's form
+        return major, minor, last
+    return None
 
 
 def linked_version(tool: str, library: str) -> tuple[int, int, int] | None:

@@ -10,6 +10,7 @@ import sys
 from pwgroup.graph import SUSPEND_CRASH
 from pwgroup.graph.pipewire import SUSPEND_FIXED, PipeWireBackend
 from pwgroup.graph.proc import linked_version
+from pwgroup.graph.select import choose
 from pwgroup.sim.pulseroom import PulseRoom
 from pwgroup.sim.room import Room
 
@@ -44,3 +45,9 @@ def test_calibrating_on_pulseaudio_is_refused_in_one_line(pulse_room: PulseRoom)
     code, err = proc.returncode, proc.stderr
     assert code == 2 and "needs PipeWire" in err and "PulseAudio" in err and "delay set" in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_server_is_told_by_who_serves_the_pulse_socket(room: Room, pulse_room: PulseRoom) -> None:
+    for env, backend, process in ((room.env, "pipewire", "pipewire-pulse"), (pulse_room.env, "pulse", "pulseaudio")):
+        choice = asyncio.run(choose(env))
+        assert choice.name == backend and f"served by {process}" in choice.reason, choice

@@ -14,6 +14,7 @@ from pwgroup.graph import SUSPEND_CRASH, Capabilities, parse_version
 from pwgroup.graph.pipewire import pipewire_capabilities, session_manager_of
 from pwgroup.graph.proc import wireplumber_file_version, wireplumber_library_version
 from pwgroup.graph.pulse import PulseBackend
+from pwgroup.graph.select import pulse_socket
 from pwgroup.model import UserError
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pwgroup"
@@ -176,3 +177,11 @@ def test_wireplumber_library_version_needs_one_answer(tmp_path: Path) -> None:
     (tmp_path / "usr" / "lib" / "libwireplumber-0.4.so.0.4.13").touch()  # two installs: no guess, ask the binary
     assert wireplumber_library_version([str(tmp_path / "usr" / "lib")]) is None
     assert wireplumber_library_version([str(tmp_path / "nothing")]) is None
+
+
+def test_the_pulse_socket_is_found_where_libpulse_looks() -> None:
+    assert pulse_socket({"PULSE_SERVER": "unix:/run/x/native"}) == Path("/run/x/native")
+    assert pulse_socket({"PULSE_SERVER": "/run/x/native"}) == Path("/run/x/native")
+    assert pulse_socket({"PULSE_SERVER": "tcp:host:4713"}) is None  # the protocol is asked instead
+    assert pulse_socket({"XDG_RUNTIME_DIR": "/run/user/7"}) == Path("/run/user/7/pulse/native")
+    assert pulse_socket({}) is None

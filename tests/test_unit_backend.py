@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pwgroup.graph import SUSPEND_CRASH, Capabilities, parse_version
-from pwgroup.graph.pipewire import pipewire_capabilities, session_manager_of
+from pwgroup.graph import SUSPEND_CRASH, Capabilities, StreamTools, parse_version
+from pwgroup.graph.capture import stdin_playback_argv
+from pwgroup.graph.pipewire import pipewire_capabilities, session_manager_of, sink_props
 from pwgroup.graph.pulse import PulseBackend
-from pwgroup.model import UserError
+from pwgroup.model import GroupSpec, UserError
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pwgroup"
 BACKEND_NAMES = {"be", "backend"}
@@ -148,3 +149,30 @@ def test_pulseaudio_refuses_to_measure_in_one_line_that_says_what_to_do_instead(
         message = caught.value.message
         assert "needs PipeWire" in message and "delay set" in message and "delay trim" in message
         assert "\n" not in message
+
+
+@pytest.mark.unit
+def test_stream_tools_take_the_arguments_their_version_parses() -> None:
+    # 0.3.65 (Debian 12): a comma list and no --raw (it has no such option); 1.4.2 (Debian 13): --raw, or stdin is
+    # read as a sound file, and the SPA-JSON array, as its comma parser rejects 3 or 5 channels.
+    old, new, unknown = StreamTools((0, 3, 65)), StreamTools((1, 4, 2)), StreamTools(None)
+    names = ["AUX0", "AUX1", "AUX2"]
+    assert old.channel_map(names) == "AUX0,AUX1,AUX2" and old.raw_stdin() == []
+    assert new.channel_map(names) == "[ AUX0 AUX1 AUX2 ]" and new.raw_stdin() == ["--raw"]
+    assert StreamTools((1, 3, 80)).raw_stdin() == [] and StreamTools((1, 3, 81)).raw_stdin() == ["--raw"]
+    assert unknown.channel_map(names) == old.channel_map(names)
+    argv = stdin_playback_argv(names, 512, {"node.name": "x"}, new)
+    assert argv[argv.index("--channel-map") + 1] == "[ AUX0 AUX1 AUX2 ]" and "--raw" in argv
+    assert argv[argv.index("--channels") + 1] == "3" and argv[-1] == "-"
+    assert "--raw" not in stdin_playback_argv(names, 512, {}, old)
+    caps = pipewire_capabilities("1.4.2", "WirePlumber", "0.5.8", new)
+    assert caps.stream_tools is new and caps.as_dict()["stream_tools"] == "1.4.2"
+
+
+@pytest.mark.unit
+def test_group_sinks_are_kept_from_suspend_only_where_the_session_manager_crashes_on_it() -> None:
+    old = pipewire_capabilities("0.3.65", "WirePlumber", "0.4.13")
+    new = pipewire_capabilities("1.4.2", "WirePlumber", "0.5.8")
+    for caps, kept in ((old, True), (new, False)):
+        props = sink_props(GroupSpec("g", "G"), caps)
+        assert ("session.suspend-timeout-seconds" in props) is kept, caps.summary

@@ -27,6 +27,32 @@ SUSPEND_CRASH = (
 )
 
 
+# PipeWire's stream tools changed their arguments in 1.3.81 (pw-cat's streaming rework): from then on pw-cat reads
+# stdin through libsndfile unless given --raw, and parses --channel-map as a SPA-JSON array, rejecting the comma
+# list of 3 or 5 channels that 0.3.65 needs (and 0.3.65 rejects the array form).
+STREAM_TOOLS_REWORK = (1, 3, 81)
+
+
+@dataclass(frozen=True)
+class StreamTools:
+    """How the installed pw-cat and pw-record take their arguments (they are client tools: their own version
+    decides, which is the server's where both come from one distribution)."""
+
+    version: tuple[int, int, int] | None = None  # libpipewire the tools are linked with; None: not known
+
+    @property
+    def reworked(self) -> bool:
+        return self.version is not None and self.version >= STREAM_TOOLS_REWORK
+
+    def channel_map(self, names: Sequence[str]) -> str:
+        """`--channel-map`'s value for these channel names, in the form this pw-cat parses."""
+        return f"[ {' '.join(names)} ]" if self.reworked else ",".join(names)
+
+    def raw_stdin(self) -> list[str]:
+        """The arguments that make pw-cat read raw samples (not a sound file) from its stdin."""
+        return ["--raw"] if self.reworked else []
+
+
 def parse_version(text: object) -> tuple[int, int, int] | None:
     """The first dotted version in `text`: "0.3.65", "1.0.5-1ubuntu2", "libwireplumber 0.4.13" -> (0, 4, 13);
     a missing patch counts as 0; None when `text` holds no version."""
@@ -56,6 +82,7 @@ class Capabilities:
     settle_budget_s: float = 0.0
     # Known bugs of this version that pwgroup works around: one line each, as `doctor` and `status` say them.
     workarounds: tuple[str, ...] = ()
+    stream_tools: StreamTools = field(default_factory=StreamTools)  # pw-cat/pw-record's argument dialect
 
     @property
     def summary(self) -> str:
@@ -78,6 +105,7 @@ class Capabilities:
             "member_kinds": sorted(self.member_kinds),
             "settle_budget_s": self.settle_budget_s,
             "workarounds": list(self.workarounds),
+            "stream_tools": ".".join(map(str, self.stream_tools.version)) if self.stream_tools.version else None,
         }
 
 

@@ -18,7 +18,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pwgroup.graph import SUSPEND_CRASH, Capabilities, layout, parse_version, pwdump, spajson, wait_next_change
+from pwgroup.graph import (
+    SUSPEND_CRASH,
+    Capabilities,
+    StreamTools,
+    layout,
+    parse_version,
+    pwdump,
+    spajson,
+    wait_next_change,
+)
 from pwgroup.graph.proc import linked_version, pipewire_config_of, pipewire_hosts, process_alive, run, start, tool
 from pwgroup.model import BackendError, Graph, GroupSpec, MemberSpec, ServerUnreachable
 
@@ -44,7 +53,10 @@ def session_manager_of(clients: Iterable[Mapping[str, Any]]) -> tuple[str | None
 
 
 def pipewire_capabilities(
-    server_version: str | None, session_manager: str | None, session_manager_version: str | None
+    server_version: str | None,
+    session_manager: str | None,
+    session_manager_version: str | None,
+    stream_tools: StreamTools | None = None,
 ) -> Capabilities:
     """What PipeWire does for pwgroup at these versions, and which of their known bugs pwgroup works around."""
     workarounds = []
@@ -61,6 +73,7 @@ def pipewire_capabilities(
         rename_when_idle=True,
         glitch_free_delay=True,
         workarounds=tuple(workarounds),
+        stream_tools=stream_tools or StreamTools(),
     )
 
 
@@ -138,9 +151,11 @@ def filter_chain_process_config(args: dict[str, Any], comment: str = "") -> str:
     return "\n".join(lines)
 
 
-def sink_props(group: GroupSpec) -> dict[str, Any]:
+def sink_props(group: GroupSpec, caps: Capabilities | None = None) -> dict[str, Any]:
+    """The daemon's group sink; kept from suspend only where the session manager crashes on it (or unknown)."""
+    never_suspend = caps is None or SUSPEND_CRASH in caps.workarounds
     return {
-        **layout.group_sink_props(group.name, group.description),
+        **layout.group_sink_props(group.name, group.description, never_suspend),
         "object.linger": True,  # outlives the pw-cli that made it
         layout.PROP_GROUP: group.name,
         layout.PROP_ROLE: layout.ROLE_SINK,
@@ -199,7 +214,8 @@ class PipeWireBackend:
             # WirePlumber 0.4 and 0.5 announce no version of their own: the one installed here says it.
             found = await asyncio.to_thread(linked_version, "wireplumber", "wireplumber")
             version = ".".join(map(str, found)) if found else None
-        return pipewire_capabilities(self._core_version, name, version)
+        tools = StreamTools(await asyncio.to_thread(linked_version, "pw-cat", "pipewire"))
+        return pipewire_capabilities(self._core_version, name, version, tools)
 
     def _note_core(self, batch: Iterable[Mapping[str, Any]]) -> None:
         for obj in batch:
@@ -293,7 +309,7 @@ class PipeWireBackend:
 
     async def create_sink(self, group: GroupSpec) -> None:
         name = layout.sink_name(group.name)
-        await self._pw_cli("create-node", "adapter", spajson.dumps(sink_props(group)))
+        await self._pw_cli("create-node", "adapter", spajson.dumps(sink_props(group, self.capabilities)))
         await self.wait_for(
             lambda g: any(
                 n.name == name and g.ports_of(n.id, "out", monitor=True) and g.ports_of(n.id, "in")
@@ -456,7 +472,8 @@ class PipeWireBackend:
         if sink is None:
             raise BackendError(f"node {sink_id} is gone")
         channels = len(self._graph.ports_of(sink_id, "in", monitor=False)) or 2
-        return await asyncio.to_thread(_play_and_record, self.env, sink.name, channels, signal, list(record))
+        tools = self.capabilities.stream_tools
+        return await asyncio.to_thread(_play_and_record, self.env, sink.name, channels, signal, list(record), tools)
 
     async def feed_and_record(
         self, probes: np.ndarray, into: Sequence[Sequence[int]], record: Sequence[int]
@@ -466,34 +483,36 @@ class PipeWireBackend:
 
         if probes.ndim != 2 or probes.shape[1] != len(into):
             raise ValueError(f"{len(into)} feeds need samples x {len(into)} probes, not {probes.shape}")
-        feeder = Feeder(self.env, len(into))
+        feeder = Feeder(self.env, len(into), self.capabilities.stream_tools)
         try:
             fed = await asyncio.to_thread(feeder.start)
             await asyncio.gather(*(self.link(fed[i], port) for i, ports in enumerate(into) for port in ports))
-            return await asyncio.to_thread(_record_feed, self.env, [*record, *fed], feeder, probes)
+            return await asyncio.to_thread(_record_feed, self.env, [*record, *fed], feeder, probes, feeder.tools)
         finally:
             feeder.stop()
 
 
 def _play_and_record(
-    env: Mapping[str, str], sink: str, channels: int, signal: np.ndarray, record: list[int]
+    env: Mapping[str, str], sink: str, channels: int, signal: np.ndarray, record: list[int], tools: StreamTools
 ) -> np.ndarray:
     import numpy as np
 
     from pwgroup.graph.capture import Player, Recorder
 
     frames = np.repeat(np.asarray(signal, dtype=np.float64).reshape(-1, 1), channels, axis=1)
-    with Recorder(env, record) as rec:
+    with Recorder(env, record, tools) as rec:
         time.sleep(0.1)  # the recording is running before the first sample plays
         Player(env, sink, frames).start().wait(timeout=30.0)
         time.sleep(0.1)  # and the last one has reached every recorded port
         return rec.stop()
 
 
-def _record_feed(env: Mapping[str, str], record: list[int], feeder: Feeder, probes: np.ndarray) -> np.ndarray:
+def _record_feed(
+    env: Mapping[str, str], record: list[int], feeder: Feeder, probes: np.ndarray, tools: StreamTools
+) -> np.ndarray:
     from pwgroup.graph.capture import Recorder
 
-    with Recorder(env, record) as rec:
+    with Recorder(env, record, tools) as rec:
         feeder.release(probes)
         feeder.wait()
         return rec.stop()

@@ -53,6 +53,14 @@ class StreamTools:
         return ["--raw"] if self.reworked else []
 
 
+def no_member_gain(server: str) -> str:
+    """Why a member's volume or channel role is refused on a server without `member_gain`, in one line."""
+    return (
+        f"member volume and channel roles need PipeWire for now: on {server} each member is a module-loopback, "
+        "which has no per-member gain or remix pwgroup can set; the group's own volume works"
+    )
+
+
 def parse_version(text: object) -> tuple[int, int, int] | None:
     """The first dotted version in `text`: "0.3.65", "1.0.5-1ubuntu2", "libwireplumber 0.4.13" -> (0, 4, 13);
     a missing patch counts as 0; None when `text` holds no version."""

@@ -53,6 +53,22 @@ class StreamTools:
         return ["--raw"] if self.reworked else []
 
 
+# What bluez5 reports as a speaker's transport delay when the speaker sends no delay report, by codec
+# (spa/plugins/bluez5/bluez5-dbus.c, spa_bt_transport_get_delay_nsec): 1.2 lowered the A2DP ones to 125 ms.
+BLUEZ_FALLBACK_CHANGED = (1, 2, 0)
+_FALLBACK_LOW_LATENCY = {"aptx_ll": 40.0, "aptx_ll_duplex": 40.0, "faststream": 40.0, "faststream_duplex": 40.0}
+BLUEZ_FALLBACK_OLD = {"sbc": 200.0, "sbc_xq": 200.0, "mpeg": 200.0, "aac": 200.0, "aptx": 150.0, "aptx_hd": 150.0}
+BLUEZ_FALLBACK_OLD |= {"ldac": 175.0, **_FALLBACK_LOW_LATENCY}
+BLUEZ_FALLBACK_NEW = dict.fromkeys(("sbc", "sbc_xq", "mpeg", "aac", "aptx", "aptx_hd", "ldac"), 125.0)
+BLUEZ_FALLBACK_NEW |= {"aac_eld": 40.0, "lc3": 40.0, **_FALLBACK_LOW_LATENCY}
+
+
+def bluez_fallback_ms(server_version: tuple[int, int, int] | None) -> dict[str, float]:
+    """bluez5's fallback transport delay by codec at this PipeWire version (the older table when unknown)."""
+    new = server_version is not None and server_version >= BLUEZ_FALLBACK_CHANGED
+    return dict(BLUEZ_FALLBACK_NEW if new else BLUEZ_FALLBACK_OLD)
+
+
 def no_member_gain(server: str) -> str:
     """Why a member's volume or channel role is refused on a server without `member_gain`, in one line."""
     return (
@@ -91,6 +107,8 @@ class Capabilities:
     # Known bugs of this version that pwgroup works around: one line each, as `doctor` and `status` say them.
     workarounds: tuple[str, ...] = ()
     stream_tools: StreamTools = field(default_factory=StreamTools)  # pw-cat/pw-record's argument dialect
+    # The transport delay bluez5 reports, by codec, for a speaker that sends no delay report (a guess, not news).
+    bluez_fallback_ms: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:

@@ -22,6 +22,7 @@ from pwgroup.graph import (
     SUSPEND_CRASH,
     Capabilities,
     StreamTools,
+    bluez_fallback_ms,
     layout,
     parse_version,
     pwdump,
@@ -74,6 +75,7 @@ def pipewire_capabilities(
         glitch_free_delay=True,
         workarounds=tuple(workarounds),
         stream_tools=stream_tools or StreamTools(),
+        bluez_fallback_ms=bluez_fallback_ms(parse_version(server_version)),
     )
 
 

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -74,7 +75,18 @@ def venv_stamp() -> str:
 
 
 def root_dir(codename: str) -> Path:
-    return Path(os.environ.get("PWGROUP_STACK_DIR", "/var/tmp/pwgroup-stack")) / codename
+    """One root per recipe: checkouts at different recipes (branches side by side on one machine) each keep
+    theirs instead of making the other's again at every run."""
+    return Path(os.environ.get("PWGROUP_STACK_DIR", "/var/tmp/pwgroup-stack")) / f"{codename}-{stamp(codename)}"
+
+
+def prune(codename: str, keep: Path, idle_days: float = 7.0) -> None:
+    """Roots of this codename at other recipes that no run has used for `idle_days`."""
+    for other in keep.parent.glob(f"{codename}-*"):
+        used = other / "etc" / "pwgroup-stack-used"
+        if other != keep and used.exists() and time.time() - used.stat().st_mtime > idle_days * 86400:
+            say(f"removing {other}: unused for {idle_days:g} days")
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def say(text: str) -> None:
@@ -89,6 +101,8 @@ def build(codename: str) -> Path:
     marker = root / "etc" / "pwgroup-stack"
     if marker.exists() and marker.read_text().strip() == want:
         install_requirements(root)
+        (root / "etc" / "pwgroup-stack-used").touch()
+        prune(codename, root)
         return root
     if shutil.which("mmdebstrap") is None:
         say("installing mmdebstrap")
@@ -123,6 +137,7 @@ def build(codename: str) -> Path:
     for site in (root / VENV.lstrip("/")).glob("lib/python3*/site-packages"):
         (site / "pwgroup-checkout.pth").write_text(MOUNT_AT + "\n")
     marker.write_text(want + "\n")
+    (root / "etc" / "pwgroup-stack-used").touch()
     return root
 
 
@@ -164,7 +179,9 @@ def enter(root: Path, argv: list[str], mount_checkout: bool = True) -> int:
     workdir = MOUNT_AT if mount_checkout else "/"
     chroot = ["chroot", str(root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items())]
     chroot += ["sh", "-c", f'cd {workdir} && exec "$@"', "sh", *argv]
-    script = " && ".join([*mounts, 'exec "$@"'])
+    # The shell stays as the namespace's PID 1 (no exec): orphans are reparented to it, not to pytest, whose tests
+    # look for their own leftover children; and PID 1 ignores signals it has no handler for.
+    script = " && ".join([*mounts, '"$@"'])
     cmd = ["unshare", "--pid", "--mount", "--fork", "--propagation", "private", "sh", "-c", script, "sh", *chroot]
     return subprocess.run(cmd).returncode
 

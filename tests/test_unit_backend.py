@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pwgroup.graph import SUSPEND_CRASH, Capabilities, StreamTools, parse_version
+from pwgroup.graph import QUANTUM_SKIP, SUSPEND_CRASH, Capabilities, StreamTools, parse_version
 from pwgroup.graph.capture import stdin_playback_argv
-from pwgroup.graph.pipewire import pipewire_capabilities, session_manager_of, sink_props
+from pwgroup.graph.pipewire import member_config, pipewire_capabilities, session_manager_of, sink_props
 from pwgroup.graph.pulse import PulseBackend
-from pwgroup.model import GroupSpec, UserError
+from pwgroup.model import GroupSpec, MemberSpec, UserError
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pwgroup"
 BACKEND_NAMES = {"be", "backend"}
@@ -118,7 +118,7 @@ def test_pipewire_capabilities_carry_the_versions_and_what_any_pipewire_does() -
     assert caps.calibrate and caps.rename_when_idle and caps.member_gain and caps.glitch_free_delay
     assert caps.summary == "PipeWire 1.0.5, WirePlumber 0.4.17"
     data = caps.as_dict()
-    assert data["server_version"] == "1.0.5" and data["workarounds"] == [] and data["calibrate"] is True
+    assert data["server_version"] == "1.0.5" and data["workarounds"] == [QUANTUM_SKIP] and data["calibrate"] is True
     assert pipewire_capabilities(None, None, None).summary == "PipeWire"
     assert Capabilities(server="PulseAudio", server_version="16.1").summary == "PulseAudio 16.1"
 
@@ -167,6 +167,17 @@ def test_stream_tools_take_the_arguments_their_version_parses() -> None:
     assert "--raw" not in stdin_playback_argv(names, 512, {}, old)
     caps = pipewire_capabilities("1.4.2", "WirePlumber", "0.5.8", new)
     assert caps.stream_tools is new and caps.as_dict()["stream_tools"] == "1.4.2"
+
+
+@pytest.mark.unit
+def test_members_lock_the_quantum_only_where_a_quantum_change_skips_their_audio() -> None:
+    assert QUANTUM_SKIP not in pipewire_capabilities("0.3.65", "WirePlumber", "0.4.13").workarounds
+    assert QUANTUM_SKIP not in pipewire_capabilities(None, "WirePlumber", None).workarounds
+    for version in ("1.0.5", "1.4.2", "1.6.2"):
+        assert QUANTUM_SKIP in pipewire_capabilities(version, "WirePlumber", "0.5.8").workarounds, version
+    member = MemberSpec("AA:BB:CC:00:00:01", 90.0)
+    assert '"node.lock-quantum" = true' in member_config("g", member, 48000, lock_quantum=True)
+    assert "lock-quantum" not in member_config("g", member, 48000)
 
 
 @pytest.mark.unit

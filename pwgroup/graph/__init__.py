@@ -25,6 +25,10 @@ SUSPEND_CRASH = (
     "WirePlumber before 0.4.15 crashes when a node it was about to suspend is destroyed: "
     "group sinks are never armed for suspend"
 )
+QUANTUM_SKIP = (
+    "PipeWire 1.x skips a quantum of the audio a delay line holds when the graph's quantum changes: "
+    "members lock the quantum while they run (apps get the group's quantum meanwhile)"
+)
 
 
 # PipeWire's stream tools changed their arguments in 1.3.81 (pw-cat's streaming rework): from then on pw-cat reads

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pwgroup.graph import (
+    QUANTUM_SKIP,
     SUSPEND_CRASH,
     Capabilities,
     StreamTools,
@@ -41,6 +42,11 @@ log = logging.getLogger(__name__)
 
 SESSION_MANAGERS = ("WirePlumber", "pipewire-media-session")  # their clients' application.name
 SUSPEND_FIXED = (0, 4, 15)
+# Measured on the truth channels: 0.3.65 keeps every delayed member on its sample through quantum changes; 1.4.2
+# skips or garbles a quantum of what a delay line (and a convolver) holds whenever the graph's quantum changes
+# under it (another app asking for another latency starts or stops; the last stream into a group ends). Versions
+# between were not measured: 1.0 is where the lock starts.
+QUANTUM_SKIP_SINCE = (1, 0, 0)
 
 
 def session_manager_of(clients: Iterable[Mapping[str, Any]]) -> tuple[str | None, str | None]:
@@ -64,6 +70,9 @@ def pipewire_capabilities(
     wireplumber = parse_version(session_manager_version) if session_manager == "WirePlumber" else None
     if wireplumber is not None and (0, 4, 0) <= wireplumber < SUSPEND_FIXED:
         workarounds.append(SUSPEND_CRASH)
+    server = parse_version(server_version)
+    if server is not None and server >= QUANTUM_SKIP_SINCE:
+        workarounds.append(QUANTUM_SKIP)
     return Capabilities(
         server="PipeWire",
         server_version=server_version,
@@ -85,11 +94,14 @@ def state_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "pwgroup"
 
 
-def member_config(group: str, member: MemberSpec, rate: int) -> str:
-    """A client config for `pipewire -c`: only pwgroup's own safe names and quoted strings go in."""
+def member_config(group: str, member: MemberSpec, rate: int, lock_quantum: bool = False) -> str:
+    """A client config for `pipewire -c`: only pwgroup's own safe names and quoted strings go in. `lock_quantum`
+    where the server's delay lines skip audio when the graph's quantum changes (QUANTUM_SKIP)."""
     delay = layout.delay_control_value(member.delay_ms, rate)
     gain = layout.member_gain(member.volume, member.channels)
     base_props = {layout.PROP_GROUP: group, layout.PROP_MEMBER: member.speaker, "node.autoconnect": False}
+    if lock_quantum:
+        base_props["node.lock-quantum"] = True
     capture = dict(base_props)
     capture.update(
         {
@@ -345,7 +357,8 @@ class PipeWireBackend:
             _signal(stale, signal.SIGTERM)
             await asyncio.to_thread(_reap, stale)
         tmp = conf.with_suffix(".tmp")
-        tmp.write_text(member_config(group, member, layout.graph_rate(self._graph)))
+        lock = QUANTUM_SKIP in self.capabilities.workarounds
+        tmp.write_text(member_config(group, member, layout.graph_rate(self._graph), lock))
         tmp.replace(conf)
         log = open(conf.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child
         # Its own session, and no die_with_parent: the element must outlive the CLI or daemon that started it

@@ -42,11 +42,20 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy pwgroup
 
-# The soak is deselected by default (pyproject's addopts): it runs second, on its own, at the reduced count.
+# The suite on this machine's stack, then on the other Debian stack (Debian 13's in a trixie root on Debian 12, Debian
+# 12's in a bookworm root on Debian 13: tests/stack.py makes the root once and reuses it), then the soak, deselected by
+# default (pyproject's addopts), on its own at the reduced count. Each run ends with a line naming its stack; all
+# three run even when one fails, and the target fails if any did.
 SOAK_CYCLES ?= 24
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider
-	PWGROUP_SOAK_CYCLES=$(SOAK_CYCLES) $(PY) -m pytest -q -p no:cacheprovider -m slow
+	@echo "== the suite on this machine's stack"; \
+	$(PY) -m pytest -q -p no:cacheprovider; here=$$?; \
+	echo "== the suite on the other Debian stack (tests/stack.py)"; \
+	$(SUDO) python3 tests/stack.py -q -p no:cacheprovider; other=$$?; \
+	echo "== the soak ($(SOAK_CYCLES) cycles) on this machine's stack"; \
+	PWGROUP_SOAK_CYCLES=$(SOAK_CYCLES) $(PY) -m pytest -q -p no:cacheprovider -m slow; soak=$$?; \
+	echo "== exit status: this stack $$here, the other stack $$other, soak $$soak"; \
+	[ $$here = 0 ] && [ $$other = 0 ] && [ $$soak = 0 ]
 
 bench: setup
 	$(PY) bench/delays.py

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from pwgroup.graph import pwdump, spajson
+from pwgroup.graph.capture import installed_stream_tools
 from pwgroup.graph.proc import tool
 from pwgroup.sim.measure import lag
 from pwgroup.sim.room import Room
@@ -227,7 +228,8 @@ def idle(room: Room, pid: int, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     cpu1, rss, _ = proc_stat(pid)
     app = subprocess.Popen(
-        [tool("pw-cat"), "--playback", "--target", f"pwgroup.{GROUP}", "--rate", "48000", "--channels", "2",
+        [tool("pw-cat"), "--playback", *installed_stream_tools().raw_stdin(),
+         "--target", f"pwgroup.{GROUP}", "--rate", "48000", "--channels", "2",
          "--format", "f32", "-P", spajson.dumps({"node.name": "bench-app"}), "/dev/zero"],
         env=room.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

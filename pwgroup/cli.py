@@ -453,7 +453,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
             if args.name not in names:
                 raise UserError(f"no group named {args.name!r}: 'pwgroup status' lists the groups")
             names = [args.name]
-        groups = derive(graph, config, report, names=names)
+        groups = derive(graph, config, report, names=names, member_gain=be.capabilities.member_gain)
         capabilities = be.capabilities.as_dict()
     finally:
         await be.close()

@@ -19,6 +19,12 @@ from pwgroup.model import EXIT_FAILED, EXIT_OK, Graph, PwgroupError
 
 SUSPEND_FIX = Path(__file__).resolve().parent / "data" / "suspend-node.lua"
 BROKEN_WIREPLUMBER = (0, 4, 13)
+SPA_JSON_WIREPLUMBER = (0, 5, 0)  # reads no Lua configuration: rules are SPA-JSON in wireplumber.conf.d
+LUA_CONFIG_DIRS = ("/etc/wireplumber",)  # beside the user's ~/.config/wireplumber
+UPGRADE_PIPEWIRE = (
+    "Debian 12: apt-get install -t bookworm-backports pipewire wireplumber pipewire-pulse (1.4.2), "
+    "then systemctl --user restart pipewire wireplumber pipewire-pulse"
+)
 SPA_DIRS = ("/usr/lib/*/spa-0.2", "/usr/lib/spa-0.2", "/usr/lib64/spa-0.2", "/usr/local/lib/*/spa-0.2")
 MIN_QUANTUM = 256  # below this Bluetooth sinks underrun (A2DP packets are bigger than one small quantum)
 START_SESSION = "systemctl --user enable --now pipewire pipewire-pulse wireplumber"
@@ -59,6 +65,58 @@ def check_pipewire_install() -> tuple[list[Check], tuple[int, int, int] | None]:
         Check("pipewire", "ok", f"PipeWire {_shown(version)} installed"),
         Check("mechanisms", "info", mechanisms),
     ], version
+
+
+def check_combine_drop_ins(env: Mapping[str, str], version: tuple[int, int, int] | None) -> list[Check]:
+    """A combine-stream drop-in (export-conf's form for 0.3.71 and later) on a PipeWire too old to compensate
+    latency: its sink plays every member at once, undelayed."""
+    from pwgroup.export import COMBINE_STREAM_SINCE
+
+    if version is None or version >= COMBINE_STREAM_SINCE:
+        return []
+    conf_d = config_home(env) / "pipewire" / "pipewire.conf.d"
+    found = []
+    for path in sorted(conf_d.glob("pwgroup-*.conf")):
+        try:
+            if "combine.latency-compensate" in path.read_text(errors="replace"):
+                found.append(path)
+        except OSError:
+            continue
+    if not found:
+        return []
+    names = ", ".join(p.name for p in found)
+    return [
+        Check(
+            "combine-stream",
+            "problem",
+            f"{names}: combine-stream on PipeWire {_shown(version)} has no latency compensation "
+            f"(needs {_shown(COMBINE_STREAM_SINCE)}): every member plays undelayed",
+            f"pwgroup export-conf NAME --pipewire-version {_shown(version)} --output ~/.config (delay lines), "
+            f"remove {found[0]}, and restart PipeWire; or upgrade ({UPGRADE_PIPEWIRE})",
+        )
+    ]
+
+
+def config_home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
+
+
+def running_versions(graph: Graph | None, installed_wireplumber: tuple[int, int, int] | None) -> list[Check]:
+    """The versions that run: the server's own (its Core object) and its session manager's."""
+    if graph is None:
+        return []
+    server = graph.core_version
+    clients = list(graph.clients.values())
+    manager = next((c for c in clients if c.get("application.name") in ("WirePlumber", "pipewire-media-session")), None)
+    if manager is None:
+        who = "no session manager"
+    else:
+        name = str(manager.get("application.name"))
+        # WirePlumber announces no version of its own: the one installed says it.
+        said = manager.get("application.version")
+        version = said if isinstance(said, str) else _shown(installed_wireplumber) if installed_wireplumber else "?"
+        who = f"{name} {version}"
+    return [Check("versions", "info", f"PipeWire {server or '?'} (the server running), {who}")]
 
 
 async def read_graph(env: Mapping[str, str]) -> Graph:
@@ -110,14 +168,44 @@ def check_session(graph: Graph | None, why: str, env: Mapping[str, str]) -> list
     ]
 
 
-def check_wireplumber(env: Mapping[str, str]) -> list[Check]:
-    version = linked_version("wireplumber", "wireplumber")
+def lua_config_left(env: Mapping[str, str], system_dirs: Sequence[str] = LUA_CONFIG_DIRS) -> list[Path]:
+    """WirePlumber 0.4's Lua configuration folders (main.lua.d, bluetooth.lua.d, policy.lua.d...) that hold a
+    file: WirePlumber 0.5 ignores every one of them."""
+    bases = [config_home(env) / "wireplumber", *(Path(d) for d in system_dirs)]
+    found = []
+    for base in bases:
+        for folder in sorted(base.glob("*.lua.d")):
+            if folder.is_dir() and any(f.is_file() for f in folder.iterdir()):
+                found.append(folder)
+    return found
+
+
+def check_wireplumber(
+    env: Mapping[str, str],
+    version: tuple[int, int, int] | None = None,
+    system_dirs: Sequence[str] = LUA_CONFIG_DIRS,
+) -> list[Check]:
+    version = version or linked_version("wireplumber", "wireplumber")
     if version is None:
         return [Check("wireplumber", "problem", "WirePlumber is not installed", "sudo apt-get install wireplumber")]
+    if version >= SPA_JSON_WIREPLUMBER:
+        left = lua_config_left(env, system_dirs)
+        if not left:
+            return [Check("wireplumber", "ok", f"WirePlumber {_shown(version)} (SPA-JSON configuration)")]
+        return [
+            Check(
+                "wireplumber",
+                "problem",
+                f"WirePlumber {_shown(version)} ignores Lua configuration, and rules are left in "
+                + ", ".join(str(p) for p in left),
+                "rewrite them as SPA-JSON in ~/.config/wireplumber/wireplumber.conf.d/*.conf (a pwgroup group: "
+                f"pwgroup export-conf NAME --pipewire-version V --output ~/.config), then remove {left[0]} "
+                "and systemctl --user restart wireplumber",
+            )
+        ]
     if version != BROKEN_WIREPLUMBER:
         return [Check("wireplumber", "ok", f"WirePlumber {_shown(version)}")]
-    base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
-    installed = base / "wireplumber" / "scripts" / "suspend-node.lua"
+    installed = config_home(env) / "wireplumber" / "scripts" / "suspend-node.lua"
     try:
         fixed = installed.read_bytes() == SUSPEND_FIX.read_bytes()
     except OSError:
@@ -245,8 +333,7 @@ def check_config_and_daemon(env: Mapping[str, str]) -> list[Check]:
             checks.append(Check("config", "ok", f"{path}: valid, {groups} group(s)"))
         checks += [Check("config", "info", w) for w in cfg.warnings]
     pid = daemon_pid(env)
-    base = Path(env.get("XDG_CONFIG_HOME") or Path(env.get("HOME") or Path.home()) / ".config")
-    drop_ins = sorted((base / "pipewire" / "pipewire.conf.d").glob("pwgroup-*.conf"))
+    drop_ins = sorted((config_home(env) / "pipewire" / "pipewire.conf.d").glob("pwgroup-*.conf"))
     if pid is not None:
         checks.append(Check("daemon", "ok", f"pwgroup daemon running (pid {pid}) and holding the lock"))
     elif drop_ins:
@@ -276,8 +363,11 @@ async def examine(env: Mapping[str, str]) -> list[Check]:
             graph = await read_graph(env)
         except PwgroupError as err:
             why = err.message.split(":")[0]
+    checks += check_combine_drop_ins(env, version)
     checks += check_session(graph, why, env)
-    checks += check_wireplumber(env)
+    wireplumber = linked_version("wireplumber", "wireplumber")
+    checks += running_versions(graph, wireplumber)
+    checks += check_wireplumber(env, wireplumber)
     checks += await check_bluez()
     checks += check_plugin(env)
     checks += check_graph_settings(graph)

@@ -117,6 +117,7 @@ class Graph:
     clients: dict[int, Mapping[str, Any]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     settings_id: int | None = None
+    core_version: str | None = None  # the server's own version (PipeWire's Core object), where it says one
 
     def client_pid(self, node: Node) -> int | None:
         """The process that owns a node, from its client's `application.process.id`."""

@@ -46,6 +46,7 @@ class MemberStatus:
     reconnect: str | None = None  # the daemon's reconnect state for it
     needs_calibration: bool = False
     recheck_latency: bool = False  # it came back since it was calibrated: its latency may have changed
+    gain_unapplied: bool = False  # a volume or channel role is configured that this server cannot apply
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -57,6 +58,8 @@ class MemberStatus:
             out.append("needs calibration")
         if self.recheck_latency:
             out.append("re-check latency")
+        if self.gain_unapplied:
+            out.append("volume/role not applied here")
         return tuple(out)
 
 
@@ -120,9 +123,11 @@ def derive(
     report: DaemonReport | None = None,
     now: dt.datetime | None = None,
     names: Collection[str] | None = None,
+    member_gain: bool = True,
 ) -> tuple[GroupStatus, ...]:
     """Every group the graph or the config knows (or those `names`), by name, and their members: the graph's
-    elements first, then configured members without one. `now` (UTC) dates calibrations."""
+    elements first, then configured members without one. `now` (UTC) dates calibrations; `member_gain`: the
+    server applies members' volumes and channel roles (capabilities.member_gain)."""
     report = report or DaemonReport()
     now = now or dt.datetime.now(dt.UTC)
     out = []
@@ -160,6 +165,7 @@ def derive(
                     recheck_latency=cm is not None
                     and back is not None
                     and (cm.calibrated is None or back > cm.calibrated.timestamp()),
+                    gain_unapplied=not member_gain and cm is not None and (cm.volume != 1.0 or cm.channels != "both"),
                 )
             )
         sink = state.sink

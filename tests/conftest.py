@@ -24,6 +24,45 @@ HIDDEN_MS = [100.0, 150.0, 200.0, 250.0]
 STRAYS_BASE = pytest.StashKey[Path]()
 
 
+def stack_label() -> str:
+    """The stack these results come from, as the run's header and its last line say it."""
+    import platform
+    import re
+
+    from pwgroup.graph.proc import linked_version
+
+    os_name = "unknown system"
+    with contextlib.suppress(OSError):
+        fields = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+        os_name = fields.get("PRETTY_NAME", os_name).strip('"')
+    parts = []
+    for label, tool, lib in (("PipeWire", "pipewire", "pipewire"), ("WirePlumber", "wireplumber", "wireplumber")):
+        found = linked_version(tool, lib)
+        parts.append(f"{label} {'.'.join(map(str, found)) if found else 'missing'}")
+    pulse = "missing"
+    if shutil.which("pulseaudio"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            said = subprocess.run(["pulseaudio", "--version"], capture_output=True, text=True, timeout=10).stdout
+            pulse = m.group(0) if (m := re.search(r"\d+(\.\d+)+", said)) else "?"
+    parts.append(f"PulseAudio {pulse}")
+    return f"{os_name}: {', '.join(parts)}, Python {platform.python_version()}"
+
+
+STACK = pytest.StashKey[str]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    config.stash[STACK] = stack_label()
+    return f"stack: {config.stash[STACK]}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    """The last lines say which stack the counts above are from (`make test` runs the suite on two)."""
+    counts = {k: len(terminalreporter.stats.get(k, [])) for k in ("passed", "failed", "error", "skipped")}
+    said = ", ".join(f"{v} {k}" for k, v in counts.items())
+    terminalreporter.write_line(f"stack: {config.stash.get(STACK, None) or stack_label()}: {said}", bold=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Every room of the session lives under its base temp folder: the session-end sweep looks there."""

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -59,16 +60,33 @@ def requirements() -> list[str]:
     """The project's dependencies and its test extra, read from pyproject.toml (the package itself is not
     installed in the root: the suite imports it from the checkout)."""
     project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *project["optional-dependencies"]["test"], "setuptools"]
+    return [*project["dependencies"], *project["optional-dependencies"]["test"]]
 
 
 def stamp(codename: str) -> str:
-    text = "\n".join([RECIPE, codename, *DEBS, *requirements()])
+    """What the root's packages are made from: a change makes the root again."""
+    text = "\n".join([RECIPE, codename, *DEBS])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def venv_stamp() -> str:
+    """What the root's venv holds: a change only installs into it again."""
+    return hashlib.sha256("\n".join(requirements()).encode()).hexdigest()[:16]
+
+
 def root_dir(codename: str) -> Path:
-    return Path(os.environ.get("PWGROUP_STACK_DIR", "/var/tmp/pwgroup-stack")) / codename
+    """One root per recipe: checkouts at different recipes (branches side by side on one machine) each keep
+    theirs instead of making the other's again at every run."""
+    return Path(os.environ.get("PWGROUP_STACK_DIR", "/var/tmp/pwgroup-stack")) / f"{codename}-{stamp(codename)}"
+
+
+def prune(codename: str, keep: Path, idle_days: float = 7.0) -> None:
+    """Roots of this codename at other recipes that no run has used for `idle_days`."""
+    for other in keep.parent.glob(f"{codename}-*"):
+        used = other / "etc" / "pwgroup-stack-used"
+        if other != keep and used.exists() and time.time() - used.stat().st_mtime > idle_days * 86400:
+            say(f"removing {other}: unused for {idle_days:g} days")
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def say(text: str) -> None:
@@ -82,9 +100,15 @@ def build(codename: str) -> Path:
     want = stamp(codename)
     marker = root / "etc" / "pwgroup-stack"
     if marker.exists() and marker.read_text().strip() == want:
+        install_requirements(root)
+        (root / "etc" / "pwgroup-stack-used").touch()
+        prune(codename, root)
         return root
     if shutil.which("mmdebstrap") is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "mmdebstrap"], check=True)
+        say("installing mmdebstrap")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-q", "mmdebstrap"], check=True, env=env)
     if root.exists():
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -105,17 +129,30 @@ def build(codename: str) -> Path:
     bundle = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
     if bundle.exists():
         shutil.copyfile(bundle, root / "etc/ssl/certs/ca-certificates.crt")
-    pip = f"{VENV}/bin/python -m pip install -q --disable-pip-version-check"
-    setup = f"python3 -m venv {VENV} && {pip} --upgrade pip && {pip} " + " ".join(
-        shlex.quote(r) for r in requirements()
-    )
-    enter(root, ["sh", "-c", setup], mount_checkout=False)
+    if enter(root, ["python3", "-m", "venv", VENV], mount_checkout=False) != 0:
+        raise SystemExit("stack.py: could not make the venv in the root")
+    install_requirements(root)
     # The package itself comes from the checkout mounted at /src, for every Python started in the root (a
     # PYTHONPATH would be lost by tests that set their own).
     for site in (root / VENV.lstrip("/")).glob("lib/python3*/site-packages"):
         (site / "pwgroup-checkout.pth").write_text(MOUNT_AT + "\n")
     marker.write_text(want + "\n")
+    (root / "etc" / "pwgroup-stack-used").touch()
     return root
+
+
+def install_requirements(root: Path) -> None:
+    """The project's Python dependencies into the root's venv, again only when pyproject.toml's lists change."""
+    marker = root / VENV.lstrip("/") / "pwgroup-requirements"
+    want = venv_stamp()
+    if marker.exists() and marker.read_text().strip() == want:
+        return
+    say("installing the Python dependencies into the root's venv")
+    pip = f"{VENV}/bin/python -m pip install -q --disable-pip-version-check"
+    setup = f"{pip} --upgrade pip && {pip} " + " ".join(shlex.quote(r) for r in requirements())
+    if enter(root, ["sh", "-c", setup], mount_checkout=False) != 0:
+        raise SystemExit("stack.py: pip could not install the requirements in the root")
+    marker.write_text(want + "\n")
 
 
 def enter(root: Path, argv: list[str], mount_checkout: bool = True) -> int:
@@ -142,7 +179,9 @@ def enter(root: Path, argv: list[str], mount_checkout: bool = True) -> int:
     workdir = MOUNT_AT if mount_checkout else "/"
     chroot = ["chroot", str(root), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in env.items())]
     chroot += ["sh", "-c", f'cd {workdir} && exec "$@"', "sh", *argv]
-    script = " && ".join([*mounts, 'exec "$@"'])
+    # The shell stays as the namespace's PID 1 (no exec): orphans are reparented to it, not to pytest, whose tests
+    # look for their own leftover children; and PID 1 ignores signals it has no handler for.
+    script = " && ".join([*mounts, '"$@"'])
     cmd = ["unshare", "--pid", "--mount", "--fork", "--propagation", "private", "sh", "-c", script, "sh", *chroot]
     return subprocess.run(cmd).returncode
 

@@ -32,6 +32,7 @@ def test_pipewire_says_its_versions_and_the_bugs_worked_around(room: Room) -> No
     assert caps.session_manager_version == ".".join(map(str, wireplumber))
     assert (SUSPEND_CRASH in caps.workarounds) is ((0, 4, 0) <= wireplumber < SUSPEND_FIXED)
     assert caps.calibrate
+    assert caps.stream_tools.version == linked_version("pw-cat", "pipewire")
 
 
 def test_calibrating_on_pulseaudio_is_refused_in_one_line(pulse_room: PulseRoom) -> None:

@@ -19,6 +19,7 @@ from test_integration_delays import arrivals, ref_slack, slack
 
 from pwgroup.config import config_path
 from pwgroup.graph import spajson
+from pwgroup.graph.capture import installed_stream_tools
 from pwgroup.graph.proc import tool
 from pwgroup.graph.pulse import CONVERGE_S, JOIN_TIMEOUT_S
 from pwgroup.sim.room import Room
@@ -129,7 +130,8 @@ def test_a_member_that_drops_and_returns_is_relinked_with_its_delay(
 
 def test_with_every_speaker_gone_the_sink_stays_and_apps_keep_playing(cli, room: Room, group: str, daemon) -> None:
     app = subprocess.Popen(
-        [tool("pw-cat"), "--playback", "--target", f"pwgroup.{group}", "--rate", "48000", "--channels", "2",
+        [tool("pw-cat"), "--playback", *installed_stream_tools().raw_stdin(),
+         "--target", f"pwgroup.{group}", "--rate", "48000", "--channels", "2",
          "--format", "f32", "-P", spajson.dumps({"node.name": "test-app"}), "-"],
         env=room.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

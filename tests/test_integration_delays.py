@@ -208,6 +208,39 @@ def test_remove_and_readd_member_while_playing_leaves_others_untouched(sound_cli
     assert abs(lag(tail[:, 0], tail[:, 3]) - (round(30 * RATE / 1000) + spk3.latency_samples)) <= ref_slack(room)
 
 
+def test_a_delayed_member_holds_its_sample_while_another_app_changes_the_quantum(cli, room, group: str) -> None:
+    """PipeWire 1.4.2 skipped or garbled a quantum of what every delay line held whenever the graph's quantum
+    changed under it (measured: a 90 ms member went 2 quanta early for ~40 ms while an app asking for 256 samples
+    played, and 1 quantum early for the tail after the last stream ended); members lock the quantum where that
+    happens (QUANTUM_SKIP). 0.3.65 needs no lock and passes without it."""
+    from pwgroup.graph.capture import installed_stream_tools
+    from pwgroup.graph.proc import tool
+
+    spk = room.speakers[0]
+    cli("delay", "set", group, spk.address, "90", check=True)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(int(RATE * 3.0)) * 0.2
+    argv = [tool("pw-cat"), "--playback", *installed_stream_tools().raw_stdin(), "--latency", "256", "--target",
+            f"pwgroup.{group}", "--rate", "48000", "--channels", "2", "--format", "f32", "/dev/zero"]  # fmt: skip
+    with room.truth(group, 1) as rec:
+        player = room.play(group, np.stack([x, x], axis=1)).start()
+        time.sleep(1.2)
+        other = subprocess.Popen(argv, env=room.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.6)
+        other.terminate()
+        other.wait(5)
+        player.wait()
+        time.sleep(0.5)
+        y = rec.stop()
+    ref = y[:, 0]
+    d = landed(room, ref, y[:, 1], round(90 * RATE / 1000) + spk.latency_samples)
+    rows = decompose(ref, y[:, 1], (d, d + 1), window=120)
+    active = rows[(np.abs(rows[:, 1]) + np.abs(rows[:, 2])) > 0.05][2:-2]
+    assert len(active) > 1000
+    off = active[active[:, 3] > 1e-3]
+    assert len(off) == 0, f"{len(off)} windows of 2.5 ms not at the member's delay, from {off[0, 0] / RATE:.3f} s"
+
+
 def test_a_delay_change_cut_short_is_finished_by_the_next_pass(pulse_room, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """PulseAudio: a delay change stopped midway (Ctrl-C on `delay set`, a daemon killed) leaves the old line
     playing and the new one muted beside it. Once the change is overdue, the next pass takes the new line up and

@@ -48,6 +48,10 @@ def test_strays_are_found_by_runtime_dir_and_name_but_never_the_caller(tmp_path:
     env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
     child = subprocess.Popen(["sleep", "30"], env=env)
     try:
+        # Until the child has exec'd, /proc shows it with its parent's environment (seen once on Debian 13).
+        deadline = time.monotonic() + 5.0
+        while child.pid not in processes_under(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert child.pid in processes_under(tmp_path)
         assert child.pid in processes_under(tmp_path, {"sleep"})
         assert child.pid not in processes_under(tmp_path, {"pw-cli"})

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pwgroup.graph import SUSPEND_CRASH, Capabilities, parse_version
-from pwgroup.graph.pipewire import pipewire_capabilities, session_manager_of
-from pwgroup.graph.proc import wireplumber_file_version, wireplumber_library_version
+from pwgroup.graph import QUANTUM_SKIP, SUSPEND_CRASH, Capabilities, StreamTools, parse_version
+from pwgroup.graph.capture import stdin_playback_argv
+from pwgroup.graph.pipewire import member_config, pipewire_capabilities, session_manager_of, sink_props
+from pwgroup.graph.proc import pipewire_library_version, wireplumber_file_version, wireplumber_library_version
 from pwgroup.graph.pulse import PulseBackend
 from pwgroup.graph.select import pulse_socket
-from pwgroup.model import UserError
+from pwgroup.model import GroupSpec, MemberSpec, UserError
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pwgroup"
 BACKEND_NAMES = {"be", "backend"}
@@ -119,7 +120,7 @@ def test_pipewire_capabilities_carry_the_versions_and_what_any_pipewire_does() -
     assert caps.calibrate and caps.rename_when_idle and caps.member_gain and caps.glitch_free_delay
     assert caps.summary == "PipeWire 1.0.5, WirePlumber 0.4.17"
     data = caps.as_dict()
-    assert data["server_version"] == "1.0.5" and data["workarounds"] == [] and data["calibrate"] is True
+    assert data["server_version"] == "1.0.5" and data["workarounds"] == [QUANTUM_SKIP] and data["calibrate"] is True
     assert pipewire_capabilities(None, None, None).summary == "PipeWire"
     assert Capabilities(server="PulseAudio", server_version="16.1").summary == "PulseAudio 16.1"
 
@@ -185,3 +186,54 @@ def test_the_pulse_socket_is_found_where_libpulse_looks() -> None:
     assert pulse_socket({"PULSE_SERVER": "tcp:host:4713"}) is None  # the protocol is asked instead
     assert pulse_socket({"XDG_RUNTIME_DIR": "/run/user/7"}) == Path("/run/user/7/pulse/native")
     assert pulse_socket({}) is None
+
+
+@pytest.mark.unit
+def test_stream_tools_take_the_arguments_their_version_parses() -> None:
+    # 0.3.65 (Debian 12): a comma list and no --raw (it has no such option); 1.4.2 (Debian 13): --raw, or stdin is
+    # read as a sound file, and the SPA-JSON array, as its comma parser rejects 3 or 5 channels.
+    old, new, unknown = StreamTools((0, 3, 65)), StreamTools((1, 4, 2)), StreamTools(None)
+    names = ["AUX0", "AUX1", "AUX2"]
+    assert old.channel_map(names) == "AUX0,AUX1,AUX2" and old.raw_stdin() == []
+    assert new.channel_map(names) == "[ AUX0 AUX1 AUX2 ]" and new.raw_stdin() == ["--raw"]
+    assert StreamTools((1, 3, 80)).raw_stdin() == [] and StreamTools((1, 3, 81)).raw_stdin() == ["--raw"]
+    assert unknown.channel_map(names) == old.channel_map(names)
+    argv = stdin_playback_argv(names, 512, {"node.name": "x"}, new)
+    assert argv[argv.index("--channel-map") + 1] == "[ AUX0 AUX1 AUX2 ]" and "--raw" in argv
+    assert argv[argv.index("--channels") + 1] == "3" and argv[-1] == "-"
+    assert "--raw" not in stdin_playback_argv(names, 512, {}, old)
+    caps = pipewire_capabilities("1.4.2", "WirePlumber", "0.5.8", new)
+    assert caps.stream_tools is new and caps.as_dict()["stream_tools"] == "1.4.2"
+
+
+@pytest.mark.unit
+def test_members_lock_the_quantum_only_where_a_quantum_change_skips_their_audio() -> None:
+    assert QUANTUM_SKIP not in pipewire_capabilities("0.3.65", "WirePlumber", "0.4.13").workarounds
+    assert QUANTUM_SKIP not in pipewire_capabilities(None, "WirePlumber", None).workarounds
+    for version in ("1.0.5", "1.4.2", "1.6.2"):
+        assert QUANTUM_SKIP in pipewire_capabilities(version, "WirePlumber", "0.5.8").workarounds, version
+    member = MemberSpec("AA:BB:CC:00:00:01", 90.0)
+    assert '"node.lock-quantum" = true' in member_config("g", member, 48000, lock_quantum=True)
+    assert "lock-quantum" not in member_config("g", member, 48000)
+
+
+@pytest.mark.unit
+def test_group_sinks_are_kept_from_suspend_only_where_the_session_manager_crashes_on_it() -> None:
+    old = pipewire_capabilities("0.3.65", "WirePlumber", "0.4.13")
+    new = pipewire_capabilities("1.4.2", "WirePlumber", "0.5.8")
+    for caps, kept in ((old, True), (new, False)):
+        props = sink_props(GroupSpec("g", "G"), caps)
+        assert ("session.suspend-timeout-seconds" in props) is kept, caps.summary
+
+
+def test_pipewire_library_version_is_read_from_its_file_name(tmp_path: Path) -> None:
+    lib = tmp_path / "lib" / "x86_64-linux-gnu"
+    lib.mkdir(parents=True)
+    (lib / "libpipewire-0.3.so.0").touch()
+    (lib / "libpipewire-0.3.so.0.1402.0").touch()  # Debian 13's 1.4.2
+    assert pipewire_library_version([str(tmp_path / "lib")]) == (1, 4, 2)
+    (lib / "libpipewire-0.3.so.0.1402.0").unlink()
+    (lib / "libpipewire-0.3.so.0.365.0").touch()  # Debian 12's 0.3.65
+    assert pipewire_library_version([str(tmp_path / "lib")]) == (0, 3, 65)
+    (lib / "libpipewire-0.3.so.0.1381.0").touch()  # two installs: no guess
+    assert pipewire_library_version([str(tmp_path / "lib")]) is None

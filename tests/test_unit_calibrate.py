@@ -61,6 +61,22 @@ def test_reported_latency_prefers_bluez_then_pipewire_and_skips_silence() -> Non
     assert solve({k: v for k, (v, _) in guesses.items()}) == pytest.approx({"A": 0.0, "B": 118.7})
 
 
+def test_bluez5s_codec_guess_is_named_as_one_at_each_version() -> None:
+    from pwgroup.calibrate.session import reports_fallback
+    from pwgroup.graph import bluez_fallback_ms
+    from pwgroup.graph.pipewire import pipewire_capabilities
+
+    old, new = pipewire_capabilities("0.3.65", None, None), pipewire_capabilities("1.4.2", None, None)
+    assert old.bluez_fallback_ms["sbc"] == 200.0 and new.bluez_fallback_ms["sbc"] == 125.0
+    assert bluez_fallback_ms((1, 0, 5))["aac"] == 200.0 and bluez_fallback_ms((1, 2, 0))["aac"] == 125.0
+    sbc, was, now = {"api.bluez5.codec": "sbc"}, old.bluez_fallback_ms, new.bluez_fallback_ms
+    assert reports_fallback(sbc, 200.0, was) and not reports_fallback(sbc, 200.0, now)
+    assert reports_fallback(sbc, 125.0, now) and not reports_fallback(sbc, 142.3, now)
+    assert not reports_fallback({}, 125.0, now)  # no codec: nothing to compare with
+    guesses = guess_latencies(["A", "B"], {}, {"A": 146.3, "B": 180.0}, fallback={"A"})
+    assert guesses == {"A": (146.3, "pipewire-fallback"), "B": (180.0, "pipewire")}
+
+
 def test_a_reported_report_claims_no_verification() -> None:
     members = (MemberResult("A", "reported", 180.0, 0.0, None, None, source="bluez"),)
     data = Report("g", None, members, 0.1, method="reported").as_dict()

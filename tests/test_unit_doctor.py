@@ -65,3 +65,70 @@ def test_no_login_session_is_named() -> None:
     checks = doctor.check_session(None, "cannot reach PipeWire", {"HOME": "/home/x"})
     assert checks[0].detail.startswith("XDG_RUNTIME_DIR is not set")
     assert (checks[0].fix or "").startswith("log in through a desktop or `loginctl enable-linger $USER`")
+
+
+def test_wireplumber_05_names_the_lua_rules_it_ignores(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    system = tmp_path / "etc-wireplumber"
+    clean = doctor.check_wireplumber(env, (0, 5, 8), [str(system)])
+    assert [(c.status, c.detail) for c in clean] == [("ok", "WirePlumber 0.5.8 (SPA-JSON configuration)")]
+    (tmp_path / "cfg" / "wireplumber" / "main.lua.d").mkdir(parents=True)  # empty: nothing is lost
+    assert doctor.check_wireplumber(env, (0, 5, 8), [str(system)])[0].status == "ok"
+    bluetooth = tmp_path / "cfg" / "wireplumber" / "bluetooth.lua.d"
+    bluetooth.mkdir()
+    (bluetooth / "51-pwgroup-den.lua").write_text("-- rules\n")
+    (system / "main.lua.d").mkdir(parents=True)
+    (system / "main.lua.d" / "50-alsa.lua").write_text("-- rules\n")
+    (check,) = doctor.check_wireplumber(env, (0, 5, 8), [str(system)])
+    assert check.status == "problem"
+    assert check.detail == (
+        f"WirePlumber 0.5.8 ignores Lua configuration, and rules are left in {bluetooth}, {system / 'main.lua.d'}"
+    )
+    assert check.fix is not None and check.fix.startswith(
+        "rewrite them as SPA-JSON in ~/.config/wireplumber/wireplumber.conf.d/*.conf"
+    )
+    assert f"then remove {bluetooth} and systemctl --user restart wireplumber" in check.fix
+    # WirePlumber 0.4 reads those very files: no problem there.
+    assert doctor.check_wireplumber(env, (0, 4, 17), [str(system)])[0].status == "ok"
+
+
+def test_wireplumber_0413_needs_the_fixed_suspend_script(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    (check,) = doctor.check_wireplumber(env, (0, 4, 13), [])
+    assert check.status == "problem"
+    assert check.detail == "WirePlumber 0.4.13 crashes in suspend-node.lua when an idle node is removed"
+    installed = tmp_path / "wireplumber" / "scripts" / "suspend-node.lua"
+    assert check.fix == f"install -Dm644 {doctor.SUSPEND_FIX} {installed} && systemctl --user restart wireplumber"
+    installed.parent.mkdir(parents=True)
+    installed.write_bytes(doctor.SUSPEND_FIX.read_bytes())
+    assert doctor.check_wireplumber(env, (0, 4, 13), [])[0].status == "ok"
+
+
+def test_a_combine_stream_drop_in_on_a_pipewire_too_old_to_compensate(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    conf_d = tmp_path / "pipewire" / "pipewire.conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "pwgroup-den.conf").write_text("context.modules = [ ] # delay lines\n")
+    assert doctor.check_combine_drop_ins(env, (0, 3, 65)) == []
+    combine = conf_d / "pwgroup-den.conf"
+    combine.write_text("combine.props = { combine.latency-compensate = true }\n")
+    (check,) = doctor.check_combine_drop_ins(env, (0, 3, 65))
+    assert check.status == "problem" and check.detail == (
+        "pwgroup-den.conf: combine-stream on PipeWire 0.3.65 has no latency compensation (needs 0.3.71): "
+        "every member plays undelayed"
+    )
+    assert check.fix is not None
+    assert check.fix.startswith("pwgroup export-conf NAME --pipewire-version 0.3.65 --output ~/.config")
+    assert f"remove {combine}" in check.fix and "bookworm-backports" in check.fix
+    assert doctor.check_combine_drop_ins(env, (1, 4, 2)) == []
+
+
+def test_the_running_versions_are_named() -> None:
+    g = Graph()
+    g.core_version = "1.4.2"
+    g.clients[40] = {"application.name": "WirePlumber"}
+    assert doctor.running_versions(g, (0, 5, 8))[0].detail == "PipeWire 1.4.2 (the server running), WirePlumber 0.5.8"
+    g.clients[40] = {"application.name": "pipewire-media-session", "application.version": "0.4.2"}
+    assert doctor.running_versions(g, None)[0].detail.endswith("pipewire-media-session 0.4.2")
+    assert doctor.running_versions(Graph(), None)[0].detail == "PipeWire ? (the server running), no session manager"
+    assert doctor.running_versions(None, None) == []

@@ -104,6 +104,18 @@ def test_status_of_an_empty_room_and_a_group_only_the_config_knows() -> None:
     assert text[1].startswith("daemon: not running") and text[2].startswith("no groups")
 
 
+def test_a_volume_or_role_the_server_cannot_apply_is_noted_on_its_member() -> None:
+    from pwgroup.model import Graph
+
+    members = (MemberConfig(A), MemberConfig(B, volume=0.5), MemberConfig(C, channels="left"))
+    cfg = Config(groups={"den": GroupConfig("den", "Den", members)})
+    note = "volume/role not applied here"
+    (pulse,) = derive(Graph(), cfg, None, NOW, member_gain=False)
+    assert [note in m.notes for m in pulse.members] == [False, True, True]
+    (pipewire,) = derive(Graph(), cfg, None, NOW)
+    assert not any(note in m.notes for m in pipewire.members)
+
+
 # ---------------------------------------------------------------- one watcher and one BlueZ client per process
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from pwgroup.bluez.view import join
 from pwgroup.config import Config, GroupConfig, MemberConfig
-from pwgroup.graph import Capabilities, layout
-from pwgroup.model import Graph, Node, ServerUnreachable, speakers_in
+from pwgroup.graph import Capabilities, layout, no_member_gain
+from pwgroup.model import Graph, Node, ServerUnreachable, UserError, speakers_in
 from pwgroup.tui.state import LiveSource, LogLine, ServerLost, StateUpdate, build_snapshot, events_between
 
 A, B, C = "AA:BB:CC:00:00:01", "AA:BB:CC:00:00:02", "AA:BB:CC:00:00:03"
@@ -334,6 +334,7 @@ def test_volume_and_role_presses_fold_like_trim(tmp_path: Path, monkeypatch) -> 
     async def main() -> tuple[list[float | None], list[str | None]]:
         source = LiveSource(env, bluetooth=False)
         source.backend = FakeBackend(env, life=100)  # type: ignore[assignment]
+        source.backend.capabilities = Capabilities(server="in-memory", member_gain=True)  # type: ignore[union-attr]
         volumes = await asyncio.gather(*(source.member_volume("home", A, d) for d in (-0.05, -0.05, -0.05, 0.05)))
         roles = await asyncio.gather(*(source.cycle_channels("home", A) for _ in range(3)))
         return list(volumes), list(roles)
@@ -342,6 +343,34 @@ def test_volume_and_role_presses_fold_like_trim(tmp_path: Path, monkeypatch) -> 
     assert volumes == [0.95, 0.9, None, None]  # four presses, two edits
     assert roles == ["left", "mono", None]  # three presses, two edits: both -> left, then two steps at once
     assert [(m.volume, m.channels) for m in saved] == [(0.95, "both"), (0.9, "both"), (0.9, "left"), (0.9, "mono")]
+
+
+def test_volume_and_role_are_refused_in_one_line_where_the_server_cannot_apply_them(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch
+) -> None:
+    env = {"XDG_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    edits: list[str] = []
+
+    async def edit_group(be, cfg, name, edit):  # type: ignore[no-untyped-def]
+        edits.append(name)
+
+    monkeypatch.setattr("pwgroup.edits.edit_group", edit_group)
+
+    async def main() -> list[str]:
+        source = LiveSource(env, bluetooth=False)
+        source.backend = FakeBackend(env, life=100)  # type: ignore[assignment]
+        source.backend.capabilities = Capabilities(server="PulseAudio", member_gain=False)  # type: ignore[union-attr]
+        said = []
+        for press in (lambda: source.member_volume("home", A, 0.05), lambda: source.cycle_channels("home", A)):
+            with pytest.raises(UserError) as err:
+                await press()
+            said.append(err.value.message)
+        return said
+
+    said = asyncio.run(main())
+    assert edits == []  # nothing saved to go unheard
+    assert said == [no_member_gain("PulseAudio")] * 2 and "\n" not in said[0]
+    assert said[0].startswith("member volume and channel roles need PipeWire for now: on PulseAudio ")
 
 
 def test_mute_presses_fold_and_an_even_number_changes_nothing(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,7 +38,7 @@ class MemberResult:
     delay_ms: float | None  # the delay applied afterwards
     snr_db: float | None
     residual_ms: float | None  # verification: arrival against the group's median after alignment
-    source: str | None = "microphone"  # where latency_ms came from: microphone | bluez | pipewire
+    source: str | None = "microphone"  # where latency_ms came from: microphone | bluez | pipewire[-fallback]
     trace: tuple[float, ...] = ()  # the impulse response around the arrival (estimator.trace), for display
 
 
@@ -235,17 +235,28 @@ async def calibrate(
 
 
 def guess_latencies(
-    present: list[str], reported: Mapping[str, float], node_latency: Mapping[str, float]
+    present: list[str],
+    reported: Mapping[str, float],
+    node_latency: Mapping[str, float],
+    fallback: Collection[str] = (),
 ) -> dict[str, tuple[float, str]]:
     """Each member's reported latency and its source: BlueZ's transport Delay first (the speaker's own word),
-    else what PipeWire's sink port reports (Delay or its codec guess, plus a quantum). Zero means no report."""
+    else what PipeWire's sink port reports (Delay or its codec guess, plus a quantum); `fallback` names the
+    members whose port holds bluez5's codec guess, not a delay report. Zero means no report."""
     out: dict[str, tuple[float, str]] = {}
     for k in present:
         if reported.get(k, 0.0) > 0.0:
             out[k] = (reported[k], "bluez")
         elif node_latency.get(k, 0.0) > 0.0:
-            out[k] = (node_latency[k], "pipewire")
+            out[k] = (node_latency[k], "pipewire-fallback" if k in fallback else "pipewire")
     return out
+
+
+def reports_fallback(node_props: Mapping[str, object], transport_ms: float, table: Mapping[str, float]) -> bool:
+    """Whether a Bluetooth sink's reported transport delay is bluez5's fallback for its codec (no delay report
+    came from the speaker): 200 ms for SBC up to PipeWire 1.0, 125 ms from 1.2 (capabilities.bluez_fallback_ms)."""
+    guess = table.get(str(node_props.get("api.bluez5.codec", "")).lower())
+    return guess is not None and abs(transport_ms - guess) < 0.5
 
 
 async def apply_reported(
@@ -258,13 +269,19 @@ async def apply_reported(
     present = [m.speaker for m in state.members if m.present]
     rate, quantum = layout.graph_rate(graph), layout.graph_quantum(graph)
     node_latency = {}
+    fallback = set()
     for seen in state.members:
         if seen.speaker_node is not None:
             ports = graph.ports_of(seen.speaker_node.id, "in")
             found = [ms for p in ports if (ms := p.latency_ms(quantum, rate)) is not None]
             if found:
                 node_latency[seen.speaker] = max(found)
-    guesses = guess_latencies(present, bluez_delays, node_latency)
+            transport = [p.latency[2] / 1e6 for p in ports if p.latency is not None]
+            if transport and reports_fallback(
+                seen.speaker_node.props, max(transport), be.capabilities.bluez_fallback_ms
+            ):
+                fallback.add(seen.speaker)
+    guesses = guess_latencies(present, bluez_delays, node_latency, fallback)
     delays = solve({k: v for k, (v, _) in guesses.items()}) if guesses else {}
     old = {m.speaker: m.delay_ms for m in group.members}
     members = tuple(MemberSpec(m.speaker, delays.get(m.speaker, m.delay_ms)) for m in group.members)

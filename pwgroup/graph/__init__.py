@@ -25,6 +25,60 @@ SUSPEND_CRASH = (
     "WirePlumber before 0.4.15 crashes when a node it was about to suspend is destroyed: "
     "group sinks are never armed for suspend"
 )
+QUANTUM_SKIP = (
+    "PipeWire 1.x skips a quantum of the audio a delay line holds when the graph's quantum changes: "
+    "members lock the quantum while they run (apps get the group's quantum meanwhile)"
+)
+
+
+# PipeWire's stream tools changed their arguments in 1.3.81 (pw-cat's streaming rework): from then on pw-cat reads
+# stdin through libsndfile unless given --raw, and parses --channel-map as a SPA-JSON array, rejecting the comma
+# list of 3 or 5 channels that 0.3.65 needs (and 0.3.65 rejects the array form).
+STREAM_TOOLS_REWORK = (1, 3, 81)
+
+
+@dataclass(frozen=True)
+class StreamTools:
+    """How the installed pw-cat and pw-record take their arguments (they are client tools: their own version
+    decides, which is the server's where both come from one distribution)."""
+
+    version: tuple[int, int, int] | None = None  # libpipewire the tools are linked with; None: not known
+
+    @property
+    def reworked(self) -> bool:
+        return self.version is not None and self.version >= STREAM_TOOLS_REWORK
+
+    def channel_map(self, names: Sequence[str]) -> str:
+        """`--channel-map`'s value for these channel names, in the form this pw-cat parses."""
+        return f"[ {' '.join(names)} ]" if self.reworked else ",".join(names)
+
+    def raw_stdin(self) -> list[str]:
+        """The arguments that make pw-cat read raw samples (not a sound file) from its stdin."""
+        return ["--raw"] if self.reworked else []
+
+
+# What bluez5 reports as a speaker's transport delay when the speaker sends no delay report, by codec
+# (spa/plugins/bluez5/bluez5-dbus.c, spa_bt_transport_get_delay_nsec): 1.2 lowered the A2DP ones to 125 ms.
+BLUEZ_FALLBACK_CHANGED = (1, 2, 0)
+_FALLBACK_LOW_LATENCY = {"aptx_ll": 40.0, "aptx_ll_duplex": 40.0, "faststream": 40.0, "faststream_duplex": 40.0}
+BLUEZ_FALLBACK_OLD = {"sbc": 200.0, "sbc_xq": 200.0, "mpeg": 200.0, "aac": 200.0, "aptx": 150.0, "aptx_hd": 150.0}
+BLUEZ_FALLBACK_OLD |= {"ldac": 175.0, **_FALLBACK_LOW_LATENCY}
+BLUEZ_FALLBACK_NEW = dict.fromkeys(("sbc", "sbc_xq", "mpeg", "aac", "aptx", "aptx_hd", "ldac"), 125.0)
+BLUEZ_FALLBACK_NEW |= {"aac_eld": 40.0, "lc3": 40.0, **_FALLBACK_LOW_LATENCY}
+
+
+def bluez_fallback_ms(server_version: tuple[int, int, int] | None) -> dict[str, float]:
+    """bluez5's fallback transport delay by codec at this PipeWire version (the older table when unknown)."""
+    new = server_version is not None and server_version >= BLUEZ_FALLBACK_CHANGED
+    return dict(BLUEZ_FALLBACK_NEW if new else BLUEZ_FALLBACK_OLD)
+
+
+def no_member_gain(server: str) -> str:
+    """Why a member's volume or channel role is refused on a server without `member_gain`, in one line."""
+    return (
+        f"member volume and channel roles need PipeWire for now: on {server} each member is a module-loopback, "
+        "which has no per-member gain or remix pwgroup can set; the group's own volume works"
+    )
 
 
 def parse_version(text: object) -> tuple[int, int, int] | None:
@@ -56,6 +110,9 @@ class Capabilities:
     settle_budget_s: float = 0.0
     # Known bugs of this version that pwgroup works around: one line each, as `doctor` and `status` say them.
     workarounds: tuple[str, ...] = ()
+    stream_tools: StreamTools = field(default_factory=StreamTools)  # pw-cat/pw-record's argument dialect
+    # The transport delay bluez5 reports, by codec, for a speaker that sends no delay report (a guess, not news).
+    bluez_fallback_ms: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def summary(self) -> str:
@@ -78,6 +135,7 @@ class Capabilities:
             "member_kinds": sorted(self.member_kinds),
             "settle_budget_s": self.settle_budget_s,
             "workarounds": list(self.workarounds),
+            "stream_tools": ".".join(map(str, self.stream_tools.version)) if self.stream_tools.version else None,
         }
 
 

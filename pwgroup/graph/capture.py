@@ -5,6 +5,7 @@ Only test and calibration audio passes through here; group playback never does.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import struct
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pwgroup.graph import pwdump, spajson
-from pwgroup.graph.proc import run_sync, spawn, tool
+from pwgroup.graph import StreamTools, pwdump, spajson
+from pwgroup.graph.proc import linked_version, pipewire_library_version, run_sync, spawn, tool
 from pwgroup.model import Graph, PwgroupError
 
 RATE = 48000
@@ -66,6 +67,13 @@ def write_wav(path: Path, frames: np.ndarray, rate: int = RATE) -> None:
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
+@functools.cache
+def installed_stream_tools() -> StreamTools:
+    """The installed pw-cat's dialect, for callers that hold no backend (the room, benchmarks); a backend's
+    `capabilities.stream_tools` says the same, read when it opens."""
+    return StreamTools(pipewire_library_version() or linked_version("pw-cat", "pipewire"))
+
+
 def dump_graph(env: Mapping[str, str]) -> Graph:
     out = run_sync([tool("pw-dump"), "-N"], env=dict(env), capture_output=True, text=True, timeout=10).stdout
     return pwdump.parse(out)
@@ -93,9 +101,10 @@ class Recorder:
 
     _count = 0
 
-    def __init__(self, env: Mapping[str, str], ports: Sequence[int]) -> None:
+    def __init__(self, env: Mapping[str, str], ports: Sequence[int], tools: StreamTools | None = None) -> None:
         self.env = dict(env)
         self.ports = list(ports)
+        self.tools = tools or installed_stream_tools()
         Recorder._count += 1
         self.name = f"pwgroup-rec.{os.getpid()}.{Recorder._count}"
         self._dir = tempfile.TemporaryDirectory(prefix="pwgroup-rec-")
@@ -104,7 +113,7 @@ class Recorder:
 
     def __enter__(self) -> Recorder:
         n = len(self.ports)
-        channel_map = ",".join(f"AUX{i}" for i in range(n))
+        channel_map = self.tools.channel_map([f"AUX{i}" for i in range(n)])
         props = {"node.name": self.name, "node.autoconnect": False}
         self._proc = spawn(
             [
@@ -202,19 +211,24 @@ class Player:
         self._dir.cleanup()
 
 
-def stdin_playback_argv(channels: int, channel_map: str, block: int, props: Mapping[str, object]) -> list[str]:
-    """pw-cat playing raw float samples from its stdin, unlinked (whoever starts it links it)."""
+def stdin_playback_argv(
+    names: Sequence[str], block: int, props: Mapping[str, object], tools: StreamTools | None = None
+) -> list[str]:
+    """pw-cat playing raw float samples from its stdin, one channel per name, unlinked (whoever starts it links
+    it)."""
+    tools = tools or installed_stream_tools()
     return [
         tool("pw-cat"),
         "--playback",
+        *tools.raw_stdin(),
         "--target",
         "0",
         "--rate",
         str(RATE),
         "--channels",
-        str(channels),
+        str(len(names)),
         "--channel-map",
-        channel_map,
+        tools.channel_map(names),
         "--format",
         "f32",
         "--latency",
@@ -235,9 +249,10 @@ class Feeder:
     _count = 0
     BLOCK = 512
 
-    def __init__(self, env: Mapping[str, str], channels: int) -> None:
+    def __init__(self, env: Mapping[str, str], channels: int, tools: StreamTools | None = None) -> None:
         self.env = dict(env)
         self.channels = channels
+        self.tools = tools or installed_stream_tools()
         Feeder._count += 1
         self.name = f"pwgroup-feed.{os.getpid()}.{Feeder._count}"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -247,11 +262,11 @@ class Feeder:
 
     def start(self) -> list[int]:
         """Start the stream; returns its output port ids in channel order."""
-        channel_map = ",".join(f"AUX{i}" for i in range(self.channels))
+        names = [f"AUX{i}" for i in range(self.channels)]
         # The reconciler leaves links from a probe into member elements alone while it measures.
         props = {"node.name": self.name, "node.autoconnect": False, "media.role": "Test", "pwgroup.role": "probe"}
         self._proc = spawn(
-            stdin_playback_argv(self.channels, channel_map, self.BLOCK, props),
+            stdin_playback_argv(names, self.BLOCK, props, self.tools),
             env=self.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,

@@ -49,19 +49,22 @@ MAX_DELAY_S = 4.0  # the daemon's line: user delays stay under 1.9 s; calibratio
 EXPORT_MAX_DELAY_S = round(MAX_MEMBER_DELAY_MS / 1000.0 + 0.1, 3)
 
 
-def group_sink_props(group: str, description: str) -> dict[str, Any]:
+def group_sink_props(group: str, description: str, never_suspend: bool = True) -> dict[str, Any]:
     """The group sink, whoever makes it (the daemon's backend, or an exported drop-in): a stereo null sink whose
-    monitor carries its volume, so members follow the group's volume."""
-    return {
+    monitor carries its volume, so members follow the group's volume. `never_suspend` where the session manager
+    may be WirePlumber 0.4.13 (a drop-in cannot know which one will load it)."""
+    props: dict[str, Any] = {
         "factory.name": "support.null-audio-sink",
         "node.name": sink_name(group),
         "node.description": description,
         "media.class": "Audio/Sink",
         "audio.position": ["FL", "FR"],
         "monitor.channel-volumes": True,
-        # Never armed for suspend: WirePlumber 0.4.13 segfaults when a node it meant to suspend is destroyed.
-        "session.suspend-timeout-seconds": 0,
     }
+    if never_suspend:
+        # Never armed for suspend: WirePlumber 0.4.13 segfaults when a node it meant to suspend is destroyed.
+        props["session.suspend-timeout-seconds"] = 0
+    return props
 
 
 def sink_name(group: str) -> str:

@@ -18,11 +18,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pwgroup.graph import SUSPEND_CRASH, Capabilities, layout, parse_version, pwdump, spajson, wait_next_change
+from pwgroup.graph import (
+    QUANTUM_SKIP,
+    SUSPEND_CRASH,
+    Capabilities,
+    StreamTools,
+    bluez_fallback_ms,
+    layout,
+    parse_version,
+    pwdump,
+    spajson,
+    wait_next_change,
+)
 from pwgroup.graph.proc import (
     linked_version,
     pipewire_config_of,
     pipewire_hosts,
+    pipewire_library_version,
     process_alive,
     run,
     start,
@@ -40,6 +52,11 @@ log = logging.getLogger(__name__)
 
 SESSION_MANAGERS = ("WirePlumber", "pipewire-media-session")  # their clients' application.name
 SUSPEND_FIXED = (0, 4, 15)
+# Measured on the truth channels: 0.3.65 keeps every delayed member on its sample through quantum changes; 1.4.2
+# skips or garbles a quantum of what a delay line (and a convolver) holds whenever the graph's quantum changes
+# under it (another app asking for another latency starts or stops; the last stream into a group ends). Versions
+# between were not measured: 1.0 is where the lock starts.
+QUANTUM_SKIP_SINCE = (1, 0, 0)
 
 
 def session_manager_of(clients: Iterable[Mapping[str, Any]]) -> tuple[str | None, str | None]:
@@ -53,13 +70,19 @@ def session_manager_of(clients: Iterable[Mapping[str, Any]]) -> tuple[str | None
 
 
 def pipewire_capabilities(
-    server_version: str | None, session_manager: str | None, session_manager_version: str | None
+    server_version: str | None,
+    session_manager: str | None,
+    session_manager_version: str | None,
+    stream_tools: StreamTools | None = None,
 ) -> Capabilities:
     """What PipeWire does for pwgroup at these versions, and which of their known bugs pwgroup works around."""
     workarounds = []
     wireplumber = parse_version(session_manager_version) if session_manager == "WirePlumber" else None
     if wireplumber is not None and (0, 4, 0) <= wireplumber < SUSPEND_FIXED:
         workarounds.append(SUSPEND_CRASH)
+    server = parse_version(server_version)
+    if server is not None and server >= QUANTUM_SKIP_SINCE:
+        workarounds.append(QUANTUM_SKIP)
     return Capabilities(
         server="PipeWire",
         server_version=server_version,
@@ -70,6 +93,8 @@ def pipewire_capabilities(
         rename_when_idle=True,
         glitch_free_delay=True,
         workarounds=tuple(workarounds),
+        stream_tools=stream_tools or StreamTools(),
+        bluez_fallback_ms=bluez_fallback_ms(parse_version(server_version)),
     )
 
 
@@ -79,11 +104,14 @@ def state_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "pwgroup"
 
 
-def member_config(group: str, member: MemberSpec, rate: int) -> str:
-    """A client config for `pipewire -c`: only pwgroup's own safe names and quoted strings go in."""
+def member_config(group: str, member: MemberSpec, rate: int, lock_quantum: bool = False) -> str:
+    """A client config for `pipewire -c`: only pwgroup's own safe names and quoted strings go in. `lock_quantum`
+    where the server's delay lines skip audio when the graph's quantum changes (QUANTUM_SKIP)."""
     delay = layout.delay_control_value(member.delay_ms, rate)
     gain = layout.member_gain(member.volume, member.channels)
     base_props = {layout.PROP_GROUP: group, layout.PROP_MEMBER: member.speaker, "node.autoconnect": False}
+    if lock_quantum:
+        base_props["node.lock-quantum"] = True
     capture = dict(base_props)
     capture.update(
         {
@@ -147,9 +175,11 @@ def filter_chain_process_config(args: dict[str, Any], comment: str = "") -> str:
     return "\n".join(lines)
 
 
-def sink_props(group: GroupSpec) -> dict[str, Any]:
+def sink_props(group: GroupSpec, caps: Capabilities | None = None) -> dict[str, Any]:
+    """The daemon's group sink; kept from suspend only where the session manager crashes on it (or unknown)."""
+    never_suspend = caps is None or SUSPEND_CRASH in caps.workarounds
     return {
-        **layout.group_sink_props(group.name, group.description),
+        **layout.group_sink_props(group.name, group.description, never_suspend),
         "object.linger": True,  # outlives the pw-cli that made it
         layout.PROP_GROUP: group.name,
         layout.PROP_ROLE: layout.ROLE_SINK,
@@ -212,7 +242,8 @@ class PipeWireBackend:
             if found is None:
                 found = await asyncio.to_thread(linked_version, "wireplumber", "wireplumber")
             version = ".".join(map(str, found)) if found else None
-        return pipewire_capabilities(self._core_version, name, version)
+        tools = StreamTools(pipewire_library_version() or await asyncio.to_thread(linked_version, "pw-cat", "pipewire"))
+        return pipewire_capabilities(self._core_version, name, version, tools)
 
     def _note_core(self, batch: Iterable[Mapping[str, Any]]) -> None:
         for obj in batch:
@@ -306,7 +337,7 @@ class PipeWireBackend:
 
     async def create_sink(self, group: GroupSpec) -> None:
         name = layout.sink_name(group.name)
-        await self._pw_cli("create-node", "adapter", spajson.dumps(sink_props(group)))
+        await self._pw_cli("create-node", "adapter", spajson.dumps(sink_props(group, self.capabilities)))
         await self.wait_for(
             lambda g: any(
                 n.name == name and g.ports_of(n.id, "out", monitor=True) and g.ports_of(n.id, "in")
@@ -340,7 +371,8 @@ class PipeWireBackend:
             _signal(stale, signal.SIGTERM)
             await asyncio.to_thread(_reap, stale)
         tmp = conf.with_suffix(".tmp")
-        tmp.write_text(member_config(group, member, layout.graph_rate(self._graph)))
+        lock = QUANTUM_SKIP in self.capabilities.workarounds
+        tmp.write_text(member_config(group, member, layout.graph_rate(self._graph), lock))
         tmp.replace(conf)
         log = open(conf.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child
         # Its own session, and no die_with_parent: the element must outlive the CLI or daemon that started it
@@ -469,7 +501,8 @@ class PipeWireBackend:
         if sink is None:
             raise BackendError(f"node {sink_id} is gone")
         channels = len(self._graph.ports_of(sink_id, "in", monitor=False)) or 2
-        return await asyncio.to_thread(_play_and_record, self.env, sink.name, channels, signal, list(record))
+        tools = self.capabilities.stream_tools
+        return await asyncio.to_thread(_play_and_record, self.env, sink.name, channels, signal, list(record), tools)
 
     async def feed_and_record(
         self, probes: np.ndarray, into: Sequence[Sequence[int]], record: Sequence[int]
@@ -479,34 +512,36 @@ class PipeWireBackend:
 
         if probes.ndim != 2 or probes.shape[1] != len(into):
             raise ValueError(f"{len(into)} feeds need samples x {len(into)} probes, not {probes.shape}")
-        feeder = Feeder(self.env, len(into))
+        feeder = Feeder(self.env, len(into), self.capabilities.stream_tools)
         try:
             fed = await asyncio.to_thread(feeder.start)
             await asyncio.gather(*(self.link(fed[i], port) for i, ports in enumerate(into) for port in ports))
-            return await asyncio.to_thread(_record_feed, self.env, [*record, *fed], feeder, probes)
+            return await asyncio.to_thread(_record_feed, self.env, [*record, *fed], feeder, probes, feeder.tools)
         finally:
             feeder.stop()
 
 
 def _play_and_record(
-    env: Mapping[str, str], sink: str, channels: int, signal: np.ndarray, record: list[int]
+    env: Mapping[str, str], sink: str, channels: int, signal: np.ndarray, record: list[int], tools: StreamTools
 ) -> np.ndarray:
     import numpy as np
 
     from pwgroup.graph.capture import Player, Recorder
 
     frames = np.repeat(np.asarray(signal, dtype=np.float64).reshape(-1, 1), channels, axis=1)
-    with Recorder(env, record) as rec:
+    with Recorder(env, record, tools) as rec:
         time.sleep(0.1)  # the recording is running before the first sample plays
         Player(env, sink, frames).start().wait(timeout=30.0)
         time.sleep(0.1)  # and the last one has reached every recorded port
         return rec.stop()
 
 
-def _record_feed(env: Mapping[str, str], record: list[int], feeder: Feeder, probes: np.ndarray) -> np.ndarray:
+def _record_feed(
+    env: Mapping[str, str], record: list[int], feeder: Feeder, probes: np.ndarray, tools: StreamTools
+) -> np.ndarray:
     from pwgroup.graph.capture import Recorder
 
-    with Recorder(env, record) as rec:
+    with Recorder(env, record, tools) as rec:
         feeder.release(probes)
         feeder.wait()
         return rec.stop()

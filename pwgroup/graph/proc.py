@@ -256,6 +256,21 @@ def wireplumber_file_version(filename: str) -> tuple[int, int, int] | None:
     return None
 
 
+def pipewire_library_version(dirs: Sequence[str] = LIBRARY_DIRS) -> tuple[int, int, int] | None:
+    """The version of the libpipewire-0.3 installed in the system's library dirs (what pw-cat and pw-record link
+    with), from its file name: major*1000 + minor*100 + micro, libpipewire-0.3.so.0.365.0 -> (0, 3, 65),
+    libpipewire-0.3.so.0.1402.0 -> (1, 4, 2). None when there is none, or several that differ."""
+    found = set()
+    for base in dirs:
+        for pattern in (f"{base}/libpipewire-0.3.so.0.*", f"{base}/*/libpipewire-0.3.so.0.*"):
+            for path in glob.glob(pattern):
+                m = re.fullmatch(r"libpipewire-0\.3\.so\.0\.(\d+)\.0", os.path.basename(path))
+                if m is not None and int(m.group(1)) >= 300:
+                    n = int(m.group(1))
+                    found.add((n // 1000, n % 1000 // 100, n % 100))
+    return found.pop() if len(found) == 1 else None
+
+
 def linked_version(tool: str, library: str) -> tuple[int, int, int] | None:
     """The version of `library` that `tool --version` says it is linked against (PipeWire's tools print both
     their own and their library's), or None when the tool is missing or says nothing usable."""

@@ -91,6 +91,10 @@ def apply(graph: Graph, objects: Iterable[dict[str, Any]]) -> None:
             )
         elif kind.endswith(":Client"):
             graph.clients[oid] = props
+        elif kind.endswith(":Core"):
+            version = info.get("version")
+            if isinstance(version, str):
+                graph.core_version = version
         elif kind.endswith(":Metadata"):
             # Metadata has no info: props sit at the top, and every update lists all current entries.
             if (obj.get("props") or {}).get("metadata.name") == "settings":

@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     rms = 10 ** (level_db / 20)
     props = {"node.name": name, "node.autoconnect": False, "media.role": "Test"}
     proc = spawn(
-        stdin_playback_argv(1, "MONO", BLOCK, props),
+        stdin_playback_argv(["MONO"], BLOCK, props),
         stdin=subprocess.PIPE,
     )
 

@@ -120,6 +120,8 @@ class Editor:
         from pwgroup.config import with_member_values
         from pwgroup.edits import step_volume
 
+        self._need_member_gain()
+
         def change(current: GroupConfig, member: MemberConfig, total: float) -> GroupConfig:
             return with_member_values(current, speaker, volume=step_volume(member.volume, total))
 
@@ -132,6 +134,8 @@ class Editor:
         from pwgroup.config import with_member_values
         from pwgroup.edits import next_channels
 
+        self._need_member_gain()
+
         def change(current: GroupConfig, member: MemberConfig, total: float) -> GroupConfig:
             role = member.channels
             for _ in range(round(total) % 4):
@@ -140,6 +144,14 @@ class Editor:
 
         saved = await self._fold_member(("channels", group, speaker), group, speaker, 1.0, change)
         return saved.channels if saved else None
+
+    def _need_member_gain(self) -> None:
+        """A member's volume or role where the server cannot apply it is refused, not saved to go unheard."""
+        from pwgroup.graph import no_member_gain
+
+        caps = self.need_backend().capabilities
+        if not caps.member_gain:
+            raise UserError(no_member_gain(caps.server))
 
     def _group_sink(self, group: str) -> tuple[Backend, Node]:
         be = self.need_backend()

@@ -207,19 +207,32 @@ def test_combine_stream_drop_in_delays_land_in_a_real_pipewire(reporting_room: R
     room.crash_server()  # PipeWire and WirePlumber read their drop-ins when they start
     room.wait_graph(_streams_linked(room, 3), timeout=30, what="combine-stream's streams to the speakers")
     offsets = export.latency_offsets_us(load(config).groups["exp"])
-    deadline = time.monotonic() + 10
-    while True:  # WirePlumber's script sets the offsets as the nodes appear
-        got_ns = [_offset_ns(room, s.node_name) for s in room.speakers[:3]]
-        if got_ns == [offsets[s.address] * 1000 for s in room.speakers[:3]] or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert got_ns == [offsets[s.address] * 1000 for s in room.speakers[:3]], got_ns
-    time.sleep(0.5)  # combine-stream resizes its delay lines as the speakers' Latency changes
-    got = arrivals(room, "exp", 3)
+    want_ns = [offsets[s.address] * 1000 for s in room.speakers[:3]]
     want = [
         round(ms * RATE / 1000) + s.latency_samples for ms, s in zip((0.0, 39.5, 120.0), room.speakers, strict=False)
     ]
-    # Each member against the first: what keeps speakers together; then against the group's own monitor.
-    relative = [g - got[0] - (w - want[0]) for g, w in zip(got, want, strict=True)]
-    assert all(abs(r) <= 2 for r in relative), (got, want)
-    assert all(abs(g - w) <= 2 for g, w in zip(got, want, strict=True)), (got, want)
+
+    def check() -> None:
+        deadline = time.monotonic() + 10
+        while True:  # WirePlumber's script sets the offsets as the nodes appear
+            got_ns = [_offset_ns(room, s.node_name) for s in room.speakers[:3]]
+            if got_ns == want_ns or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert got_ns == want_ns
+        time.sleep(0.5)  # combine-stream resizes its delay lines as the speakers' Latency changes
+        got = arrivals(room, "exp", 3)
+        # Each member against the first: what keeps speakers together; then against the group's own monitor.
+        # Measured here: exact to the sample on both counts (1.4.2 / 0.5.8); 2 samples allowed, as the issue says.
+        relative = [g - got[0] - (w - want[0]) for g, w in zip(got, want, strict=True)]
+        assert all(abs(r) <= 2 for r in relative), (got, want)
+        assert all(abs(g - w) <= 2 for g, w in zip(got, want, strict=True)), (got, want)
+
+    check()
+    # A speaker away and back: combine-stream makes its stream again and the script sets its offset again.
+    first = room.speakers[0]
+    room.disconnect(first.address)
+    room.wait_graph(lambda g: g.node_by_name(first.node_name) is None, what="the speaker gone")
+    room.connect(first.address)
+    room.wait_graph(_streams_linked(room, 3), timeout=30, what="the speaker's stream back")
+    check()

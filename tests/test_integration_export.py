@@ -236,3 +236,52 @@ def test_combine_stream_drop_in_delays_land_in_a_real_pipewire(reporting_room: R
     room.connect(first.address)
     room.wait_graph(_streams_linked(room, 3), timeout=30, what="the speaker's stream back")
     check()
+
+
+def test_wireplumber_04_runs_the_offsets_script(export_room: Room, tmp_path: Path) -> None:
+    """The WirePlumber 0.4 files (main.lua.d's load_script, the script in the config home's scripts/) on a real
+    WirePlumber 0.4: it loads the script and the script runs to its end, once per member node, with no error.
+    What the offsets then do is the 1.4.2 test's; no 0.4 stack here has a combine-stream that compensates."""
+    wireplumber = _wireplumber_version()
+    if wireplumber >= export.WIREPLUMBER_05:
+        pytest.skip(f"WirePlumber {export.show(wireplumber)} reads no Lua config: the 0.5 files are tested above")
+    room = export_room
+    config = tmp_path / "config.toml"
+    _config(config, room)
+    files = export.render(load(config).groups["exp"], (0, 3, 71), wireplumber=wireplumber)
+    script = files["wireplumber/scripts/pwgroup-exp-offsets.lua"]
+    # A line that says the handler ran, for each node it matched: the room's speakers ignore the offset (their
+    # sinks are filter-chains on 0.3.65), so the log is what shows the script at work.
+    said = '    Log.warning("pwgroup-offsets " .. node.properties["node.name"] .. " " .. nsec)\n'
+    files["wireplumber/scripts/pwgroup-exp-offsets.lua"] = script.replace(
+        '    node:set_param("Props"', said + '    node:set_param("Props"'
+    )
+    wp_files = {k: v for k, v in files.items() if k.startswith("wireplumber/")}
+    written = export.write(wp_files, room.root / "config")
+    log = room.root / "log" / "wireplumber.log"
+    try:
+        room.crash_server()
+        room.wait_graph(_members_linked_or_present(room), timeout=30, what="the speakers back")
+        deadline = time.monotonic() + 10
+        want = {
+            f"pwgroup-offsets {s.node_name} {ns}"
+            for s, ns in zip(room.speakers, (120000000, 80500000, 0), strict=False)
+        }
+        while time.monotonic() < deadline and not want <= _logged(log):
+            time.sleep(0.2)
+        assert want <= _logged(log), log.read_text(errors="replace")[-2000:]
+        assert "pwgroup-exp-offsets.lua" not in "".join(
+            line for line in log.read_text(errors="replace").splitlines() if "rror" in line
+        )
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+
+
+def _members_linked_or_present(room: Room):  # type: ignore[no-untyped-def]
+    return lambda g: all(g.node_by_name(s.node_name) is not None for s in room.speakers[:3])
+
+
+def _logged(log: Path) -> set[str]:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return {line[line.index("pwgroup-offsets") :].strip() for line in text.splitlines() if "pwgroup-offsets" in line}

@@ -454,5 +454,10 @@ def export_group(
     installed = None if version_text or wireplumber_text else installed_wireplumber_version()
     wireplumber = pick_wireplumber(version, wireplumber_text, installed)
     files = render(group, version, rate, wireplumber)
+    if output is not None and data_output is None and any(k.startswith(DATA_HOME) for k in files):
+        raise UserError(
+            f"WirePlumber {show(wireplumber)} reads its scripts from the data home, not from {output}: "
+            "give --data-output DIR (e.g. ~/.local/share)"
+        )
     written = write(files, output, data_output) if output is not None else []
     return version, wireplumber, files, written, not_carried(group, version)

@@ -3,6 +3,7 @@ the offsets script against stand-ins of WirePlumber's API, and the command write
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -125,3 +126,31 @@ def test_wireplumber_rules_run_in_lua(tmp_path: Path) -> None:
         "device.name equals bluez_card.AA_BB_CC_00_00_02 bluez5.auto-connect=[ a2dp_sink ],device.profile=a2dp-sink",
         "node.name matches bluez_output.AA_BB_CC_00_00_02.* node.pause-on-idle=false,session.suspend-timeout-seconds=0",
     ]
+
+
+def test_cli_export_conf_for_wireplumber_05_needs_a_data_home(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'version = 1\n[groups.den]\ndescription = "Den"\n'
+        '[[groups.den.members]]\naddress = "AA:BB:CC:00:00:05"\ndelay_ms = 12.5\n'
+    )
+    run = [sys.executable, "-m", "pwgroup", "export-conf", "den", "--config", str(config)]
+    run += ["--pipewire-version", "1.4.2", "--wireplumber-version", "0.5.8", "--output", str(tmp_path / "out")]
+    proc = subprocess.run(run, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--data-output" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing half written
+    proc = subprocess.run([*run, "--data-output", str(tmp_path / "share")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "share" / "wireplumber" / "scripts" / "pwgroup-den-offsets.lua").exists()
+    assert (tmp_path / "out" / "wireplumber" / "wireplumber.conf.d" / "51-pwgroup-den.conf").exists()
+    assert not (tmp_path / "out" / "wireplumber" / "bluetooth.lua.d").exists()  # 0.5 reads no Lua config
+    # Into the config home itself: the script goes to the data home, as WirePlumber 0.5 looks for it.
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": "", "XDG_DATA_HOME": ""}
+    home_run = [*run[:-1], str(tmp_path / "home" / ".config")]
+    proc = subprocess.run(home_run, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "home" / ".local/share/wireplumber/scripts/pwgroup-den-offsets.lua").exists()
+    proc = subprocess.run(
+        [*run[:-6], "--pipewire-version", "1.0.1", "--wireplumber-version", "0.5"], text=True, capture_output=True
+    )
+    assert proc.returncode == 2 and "needs PipeWire 1.0.2" in proc.stderr

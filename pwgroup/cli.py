@@ -575,18 +575,23 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_export_conf(args: argparse.Namespace) -> int:
     from pwgroup.config import config_path
-    from pwgroup.export import export_group
+    from pwgroup.export import default_data_output, export_group, show
 
     name = check_group_name(args.name)
     config = Path(args.config) if args.config else config_path()
     output = Path(args.output).expanduser() if args.output else None
-    version, files, written, left_out = export_group(config, name, args.pipewire_version, args.rate, output)
-    shown = ".".join(map(str, version))
+    data_output = Path(args.data_output).expanduser() if args.data_output else None
+    if output is not None and data_output is None:
+        data_output = default_data_output(output, dict(os.environ))
+    version, wireplumber, files, written, left_out = export_group(
+        config, name, args.pipewire_version, args.rate, output, args.wireplumber_version, data_output
+    )
+    shown = f"PipeWire {show(version)}, WirePlumber {show(wireplumber)}"
     for line in left_out:
         print(f"pwgroup: warning: {line}", file=sys.stderr)
     if output is None:
         for rel, text in files.items():
-            print(f"#### {rel} (PipeWire {shown})")
+            print(f"#### {rel} ({shown})")
             print(text)
         return EXIT_OK
     for path in written:
@@ -728,7 +733,17 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export-conf", help="render drop-ins that build a group with no daemon (PipeWire, WirePlumber)")
     ex.add_argument("name")
     ex.add_argument("--pipewire-version", metavar="V", help="render for this PipeWire (default: the installed one)")
+    ex.add_argument(
+        "--wireplumber-version",
+        metavar="V",
+        help="render for this WirePlumber (default: the installed one, else 0.5 from PipeWire 1.2, 0.4 before)",
+    )
     ex.add_argument("--output", metavar="DIR", help="write under DIR (e.g. ~/.config) instead of printing")
+    ex.add_argument(
+        "--data-output",
+        metavar="DIR",
+        help="where WirePlumber 0.5's script goes (default: ~/.local/share when --output is ~/.config)",
+    )
     ex.add_argument("--rate", type=int, default=48000, metavar="HZ", help="the graph's rate (default 48000)")
     ex.add_argument("--config", metavar="FILE", help="the configuration file (default: pwgroup config path)")
     ex.set_defaults(run=cmd_export_conf)

@@ -16,15 +16,47 @@ from pwgroup.model import KIND_BLUETOOTH, KIND_SINK, UserError, normalize_addres
 COMBINE_STREAM_SINCE = (0, 3, 71)  # combine.latency-compensate first shipped in 0.3.71
 OLDEST = (0, 3, 65)  # filter-chain's builtin delay as measured here (Debian 12)
 MAX_DELAY_S = layout.EXPORT_MAX_DELAY_S
+WIREPLUMBER_05 = (0, 5, 0)  # reads SPA-JSON wireplumber.conf.d and scripts from the data home; no Lua config
+WIREPLUMBER_05_NEEDS = (1, 0, 2)  # the oldest PipeWire WirePlumber 0.5 runs on
+# With no --wireplumber-version and none installed: what distributions pair with the PipeWire given (Ubuntu 24.04
+# ships 1.0.5 with 0.4.17; Debian 13, Fedora 43 and Ubuntu 26.04 ship 1.4 and later with 0.5).
+WIREPLUMBER_05_FROM_PIPEWIRE = (1, 2, 0)
+# Keys of files that go under the data home (~/.local/share), where WirePlumber 0.5 looks for scripts; every
+# other key is relative to the config home (~/.config).
+DATA_HOME = "XDG_DATA_HOME/"
 
 Version = tuple[int, int, int]
 
 
-def parse_version(text: str) -> Version:
+def parse_version(text: str, what: str = "PipeWire", example: str = "0.3.65") -> Version:
     m = re.fullmatch(r"\s*(\d+)\.(\d+)(?:\.(\d+))?\s*", text)
     if not m:
-        raise UserError(f"invalid PipeWire version {text[:20]!r}: give it as 0.3.65")
+        raise UserError(f"invalid {what} version {text[:20]!r}: give it as {example}")
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def show(version: Version) -> str:
+    return ".".join(map(str, version))
+
+
+def installed_wireplumber_version() -> Version | None:
+    return linked_version("wireplumber", "wireplumber")
+
+
+def pick_wireplumber(pipewire: Version, given: str | None, installed: Version | None) -> Version:
+    """The WirePlumber to render for: as given, else the installed one, else what ships with `pipewire`."""
+    if given:
+        version = parse_version(given, "WirePlumber", "0.5.8")
+    elif installed is not None:
+        version = installed
+    else:
+        version = (0, 5, 0) if pipewire >= WIREPLUMBER_05_FROM_PIPEWIRE else (0, 4, 0)
+    if version >= WIREPLUMBER_05 and pipewire < WIREPLUMBER_05_NEEDS:
+        raise UserError(
+            f"WirePlumber {show(version)} needs PipeWire 1.0.2 or later, not {show(pipewire)}: "
+            "give --wireplumber-version 0.4 or a newer --pipewire-version"
+        )
+    return version
 
 
 def installed_pipewire_version() -> Version | None:
@@ -180,16 +212,18 @@ def not_carried(group: GroupConfig, version: Version) -> list[str]:
 
 
 def render_combine_stream(group: GroupConfig) -> str:
-    """PipeWire 0.3.71 and later: one combine-stream sink over the group's speakers, latency-compensated."""
+    """PipeWire 0.3.71 and later: one combine-stream sink over the group's speakers, latency-compensated.
+
+    Members are matched by node name: the module matches its rules against the node's global properties, and
+    `api.bluez5.address` is not among them (a rule by address made no stream on 1.4.2)."""
     sink = layout.sink_name(group.name)
-    rules = []
-    for m in group.members:
-        match: dict[str, object] = {"media.class": "Audio/Sink"}
-        if target_kind(m.speaker) == KIND_BLUETOOTH:
-            match["api.bluez5.address"] = normalize_address(m.speaker)
-        else:
-            match["node.name"] = speaker_node_name(m.speaker)
-        rules.append({"matches": [match], "actions": {"create-stream": {"audio.position": ["FL", "FR"]}}})
+    rules = [
+        {
+            "matches": [{"media.class": "Audio/Sink", "node.name": speaker_node_name(m.speaker)}],
+            "actions": {"create-stream": {"audio.position": ["FL", "FR"]}},
+        }
+        for m in group.members
+    ]
     args = {
         "combine.mode": "sink",
         "node.name": sink,
@@ -202,39 +236,107 @@ def render_combine_stream(group: GroupConfig) -> str:
     head = _comment(
         f"Written by `pwgroup export-conf {group.name}`: group {group.name!r} with no pwgroup daemon.\n"
         "PipeWire >= 0.3.71: combine-stream delays each speaker's stream so that every one ends as late as the\n"
-        "latest, by the latencies the speakers report. The configured delays go in as latency offsets on top\n"
-        f"(pwgroup-{group.name}-offsets.sh, run once per connection); they hold when the speakers report alike\n"
-        "(same model and codec). Install into ~/.config/pipewire/pipewire.conf.d/ and restart PipeWire."
+        "latest, by the latencies the speakers report. WirePlumber sets each speaker's latency offset (the\n"
+        f"pwgroup-{group.name}-offsets.lua script) to the largest configured delay minus its own, so the\n"
+        "compensation adds the configured delays; this holds when the speakers' own reports are alike (same\n"
+        "model and codec, or no delay report at all). Install into ~/.config/pipewire/pipewire.conf.d/ and\n"
+        "restart PipeWire. Members are matched by node name."
         + "".join(f"\nNot carried: {line}" for line in not_carried(group, COMBINE_STREAM_SINCE))
     )
     module = spajson.dumps([{"name": "libpipewire-module-combine-stream", "args": args}], 0)
     return f"{head}\ncontext.modules = {module}\n"
 
 
+def _lua_quote(text: str) -> str:
+    """A Lua string literal of `text`: anything but a plain token character becomes a decimal byte escape, so a
+    node name can never close the string or start code."""
+    safe = re.compile(r"[A-Za-z0-9_.:*-]")
+    return '"' + "".join(ch if safe.fullmatch(ch) else "".join(f"\\{b:03d}" for b in ch.encode()) for ch in text) + '"'
+
+
+def offset_matches(group: GroupConfig) -> list[tuple[str, str, int]]:
+    """(verb, node name or pattern, offset in ns) for each member: a Bluetooth speaker by its address's node
+    pattern (its node name ends in a profile index), any other sink by its exact name."""
+    out = []
+    for speaker, micros in latency_offsets_us(group).items():
+        if target_kind(speaker) == KIND_BLUETOOTH:
+            out.append(("matches", f"bluez_output.{_bluez_token(speaker)}.*", micros * 1000))
+        else:
+            out.append(("equals", speaker_node_name(speaker), micros * 1000))
+    return out
+
+
 def render_offsets_script(group: GroupConfig) -> str:
-    """A shell script that sets each Bluetooth member's port latency offset through pipewire-pulse's pactl; a
-    sink member's card and port are not known from its node name, so the script says what to set by hand."""
+    """A WirePlumber script (the same Lua runs on 0.4 and 0.5) that sets each member's node latency offset, the
+    `latencyOffsetNsec` of its Props, as the node appears: every connection, with no pwgroup process. A
+    Bluetooth node adds it to the latency it reports, and combine-stream compensates for it."""
     lines = [
-        "#!/bin/sh",
-        f"# Written by `pwgroup export-conf {group.name}`: latency offsets for combine-stream's compensation.",
-        "# Run after the speakers connect (offsets belong to the card's output port).",
-        "set -u",
-        "offset() {  # card, microseconds",
-        '    port=$(LC_ALL=C pactl list cards | awk -v card="$1" '
-        '\'$1 == "Name:" { on = ($2 == card) } on && $1 ~ /-output:$/ { sub(":", "", $1); print $1; exit }\')',
-        '    if [ -n "$port" ]; then pactl set-port-latency-offset "$1" "$port" "$2"; '
-        'else echo "$1: not connected" >&2; fi',
-        "}",
+        f"-- Written by `pwgroup export-conf {group.name}`: latency offsets for group {group.name!r}, so that",
+        "-- combine-stream's latency compensation adds each member's configured delay (the largest delay minus",
+        "-- the member's own, in ns, on top of what the speaker reports). Loaded by WirePlumber (0.4: a",
+        "-- load_script line in main.lua.d; 0.5: a component in wireplumber.conf.d).",
+        "local offsets = {",
     ]
-    for i, (speaker, micros) in enumerate(latency_offsets_us(group).items()):
-        if target_kind(speaker) == KIND_BLUETOOTH:  # addresses are hex and colons: nothing to quote
-            lines.append(f"offset bluez_card.{_bluez_token(speaker)} {micros}")
-        else:  # the slug, never the node name: it is safe in a shell word
-            lines.append(
-                f"echo \"member {i + 1} ({layout.member_slug(speaker)}): not Bluetooth; give its card's output port "
-                f'{micros} us with pactl set-port-latency-offset" >&2'
-            )
+    lines += [f"  {{ {_lua_quote(verb)}, {_lua_quote(name)}, {ns} }}," for verb, name, ns in offset_matches(group)]
+    lines += [
+        "}",
+        "pwgroup_offset_managers = pwgroup_offset_managers or {}",
+        "for _, o in ipairs(offsets) do",
+        "  local verb, name, nsec = o[1], o[2], o[3]",
+        '  local om = ObjectManager { Interest { type = "node", Constraint { "node.name", verb, name } } }',
+        '  om:connect("object-added", function (_, node)',
+        '    node:set_param("Props", Pod.Object { "Spa:Pod:Object:Param:Props", "Props", latencyOffsetNsec = nsec })',
+        "  end)",
+        "  om:activate()",
+        "  table.insert(pwgroup_offset_managers, om)  -- kept: a collected manager stops watching",
+        "end",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def render_wireplumber_05(group: GroupConfig) -> str:
+    """WirePlumber 0.5 (SPA-JSON in wireplumber.conf.d): the Bluetooth speakers' rules, and the offsets script as
+    a component of the main profile."""
+    stem = f"pwgroup-{group.name}"
+    rules = []
+    for address in bluetooth_addresses(group):
+        token = _bluez_token(address)
+        rules.append(
+            {
+                "matches": [{"device.name": f"bluez_card.{token}"}],
+                "actions": {"update-props": {"device.profile": "a2dp-sink", "bluez5.auto-connect": ["a2dp_sink"]}},
+            }
+        )
+        rules.append(
+            {
+                "matches": [{"node.name": f"~bluez_output.{token}.*"}],
+                "actions": {"update-props": {"session.suspend-timeout-seconds": 0, "node.pause-on-idle": False}},
+            }
+        )
+    head = _comment(
+        f"Written by `pwgroup export-conf {group.name}`: WirePlumber 0.5 rules for group {group.name!r}:\n"
+        "its Bluetooth speakers stay on A2DP (no call profile) and never suspend (a resume costs the first\n"
+        f"words); its members' latency offsets come from {stem}-offsets.lua, which WirePlumber 0.5 reads from\n"
+        "~/.local/share/wireplumber/scripts/. Install into ~/.config/wireplumber/wireplumber.conf.d/ and restart\n"
+        "WirePlumber."
+    )
+    out = [head]
+    if rules:
+        out.append(f"monitor.bluez.rules = {spajson.dumps(rules, 0)}")
+    component = {"name": f"{stem}-offsets.lua", "type": "script/lua", "provides": f"custom.{stem}-offsets"}
+    out.append(f"wireplumber.components = {spajson.dumps([component], 0)}")
+    out.append(f"wireplumber.profiles = {spajson.dumps({'main': {f'custom.{stem}-offsets': 'required'}}, 0)}")
+    return "\n".join(out) + "\n"
+
+
+def render_wireplumber_04_loader(group: GroupConfig) -> str:
+    """WirePlumber 0.4 (main.lua.d): load the offsets script from ~/.config/wireplumber/scripts/."""
+    return (
+        f"-- Written by `pwgroup export-conf {group.name}`: WirePlumber 0.4 loads the latency offsets of group\n"
+        f"-- {group.name!r} (scripts/pwgroup-{group.name}-offsets.lua).\n"
+        "-- Install into ~/.config/wireplumber/main.lua.d/.\n"
+        f'load_script("pwgroup-{group.name}-offsets.lua")\n'
+    )
 
 
 def _lua_string(text: str) -> str:
@@ -273,42 +375,73 @@ def render_wireplumber_rules(group: GroupConfig) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(group: GroupConfig, version: Version, rate: int = layout.DEFAULT_RATE) -> dict[str, str]:
-    """Every file for `group` on PipeWire `version`, by path relative to the config home (~/.config)."""
+def render(
+    group: GroupConfig, version: Version, rate: int = layout.DEFAULT_RATE, wireplumber: Version | None = None
+) -> dict[str, str]:
+    """Every file for `group` on PipeWire `version` with WirePlumber `wireplumber` (default: what ships with that
+    PipeWire), by path relative to the config home (~/.config); a key under DATA_HOME goes to the data home."""
     if not group.members:
         raise UserError(f"group {group.name!r} has no members: add speakers with 'pwgroup group add'")
     if version < OLDEST:
-        raise UserError(f"PipeWire {'.'.join(map(str, version))} is too old: drop-ins need 0.3.65 or later")
+        raise UserError(f"PipeWire {show(version)} is too old: drop-ins need 0.3.65 or later")
+    wp = wireplumber or pick_wireplumber(version, None, None)
     stem = f"pwgroup-{group.name}"
     files: dict[str, str] = {}
-    if version >= COMBINE_STREAM_SINCE:
-        files[f"pipewire/pipewire.conf.d/{stem}.conf"] = render_combine_stream(group)
-        files[f"pipewire/{stem}-offsets.sh"] = render_offsets_script(group)
-    else:
+    if version < COMBINE_STREAM_SINCE:
         files[f"pipewire/pipewire.conf.d/{stem}.conf"] = render_filter_chain(group, rate)
-    if bluetooth_addresses(group):
+    else:
+        files[f"pipewire/pipewire.conf.d/{stem}.conf"] = render_combine_stream(group)
+        if wp >= WIREPLUMBER_05:
+            files[f"{DATA_HOME}wireplumber/scripts/{stem}-offsets.lua"] = render_offsets_script(group)
+        else:
+            files[f"wireplumber/scripts/{stem}-offsets.lua"] = render_offsets_script(group)
+            files[f"wireplumber/main.lua.d/51-{stem}.lua"] = render_wireplumber_04_loader(group)
+    if wp >= WIREPLUMBER_05:
+        files[f"wireplumber/wireplumber.conf.d/51-{stem}.conf"] = render_wireplumber_05(group)
+    elif bluetooth_addresses(group):
         files[f"wireplumber/bluetooth.lua.d/51-{stem}.lua"] = render_wireplumber_rules(group)
     return files
 
 
-def write(files: dict[str, str], root: Path) -> list[Path]:
+def write(files: dict[str, str], root: Path, data_root: Path | None = None) -> list[Path]:
+    """Write atomically: config files under `root`, DATA_HOME ones under `data_root`."""
     written = []
     for rel, text in files.items():
-        path = root / rel
+        if rel.startswith(DATA_HOME):
+            if data_root is None:
+                raise UserError(f"{rel[len(DATA_HOME) :]} goes under the data home: give --data-output DIR")
+            path = data_root / rel[len(DATA_HOME) :]
+        else:
+            path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
-        if rel.endswith(".sh"):
-            tmp.chmod(0o755)
         tmp.replace(path)
         written.append(path)
     return written
 
 
+def default_data_output(output: Path, environ: dict[str, str]) -> Path | None:
+    """Where DATA_HOME files go when only --output is given: the data home, but only when --output is the config
+    home itself (files written elsewhere say where their scripts go, with --data-output)."""
+    home = Path(environ.get("HOME", "~")).expanduser()
+    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    if output.resolve() != config_home.resolve():
+        return None
+    return Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+
+
 def export_group(
-    config: Path, name: str, version_text: str | None, rate: int, output: Path | None
-) -> tuple[Version, dict[str, str], list[Path], list[str]]:
-    """`pwgroup export-conf`: the group from `config`, rendered for the given (or installed) PipeWire."""
+    config: Path,
+    name: str,
+    version_text: str | None,
+    rate: int,
+    output: Path | None,
+    wireplumber_text: str | None = None,
+    data_output: Path | None = None,
+) -> tuple[Version, Version, dict[str, str], list[Path], list[str]]:
+    """`pwgroup export-conf`: the group from `config`, rendered for the given (or installed) PipeWire and
+    WirePlumber."""
     from pwgroup.config import load
 
     if not 8000 <= rate <= 384000:
@@ -317,5 +450,14 @@ def export_group(
     if group is None:
         raise UserError(f"no group named {name!r} in {config}: 'pwgroup status' lists the groups")
     version = parse_version(version_text) if version_text else (installed_pipewire_version() or OLDEST)
-    files = render(group, version, rate)
-    return version, files, write(files, output) if output is not None else [], not_carried(group, version)
+    # The installed WirePlumber counts only when the PipeWire is the installed one too.
+    installed = None if version_text or wireplumber_text else installed_wireplumber_version()
+    wireplumber = pick_wireplumber(version, wireplumber_text, installed)
+    files = render(group, version, rate, wireplumber)
+    if output is not None and data_output is None and any(k.startswith(DATA_HOME) for k in files):
+        raise UserError(
+            f"WirePlumber {show(wireplumber)} reads its scripts from the data home, not from {output}: "
+            "give --data-output DIR (e.g. ~/.local/share)"
+        )
+    written = write(files, output, data_output) if output is not None else []
+    return version, wireplumber, files, written, not_carried(group, version)

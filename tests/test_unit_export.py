@@ -33,17 +33,66 @@ def test_version_picks_the_mechanism() -> None:
     conf = new["pipewire/pipewire.conf.d/pwgroup-living.conf"]
     assert "libpipewire-module-combine-stream" in conf
     assert '"combine.latency-compensate" = true' in conf
-    assert '"api.bluez5.address" = "AA:BB:CC:00:00:02"' in conf
+    # Every member by node name: combine-stream never matches api.bluez5.address (it made no stream on 1.4.2).
+    assert "api.bluez5.address" not in conf
+    assert '"node.name" = "bluez_output.AA_BB_CC_00_00_02.1"' in conf
     assert '"node.name" = "bluez_output.weird-node"' in conf  # a member that is not Bluetooth, by node name
     assert set(old) == {
         "pipewire/pipewire.conf.d/pwgroup-living.conf",
         "wireplumber/bluetooth.lua.d/51-pwgroup-living.lua",
     }
-    assert "pipewire/pwgroup-living-offsets.sh" in new
+    # 0.3.71 pairs with WirePlumber 0.4: Lua rules, the offsets script in the config home, loaded from main.lua.d.
+    assert set(new) == {
+        "pipewire/pipewire.conf.d/pwgroup-living.conf",
+        "wireplumber/bluetooth.lua.d/51-pwgroup-living.lua",
+        "wireplumber/main.lua.d/51-pwgroup-living.lua",
+        "wireplumber/scripts/pwgroup-living-offsets.lua",
+    }
+    assert 'load_script("pwgroup-living-offsets.lua")' in new["wireplumber/main.lua.d/51-pwgroup-living.lua"]
     with pytest.raises(UserError):
         export.render(GROUP, (0, 3, 48))
     with pytest.raises(UserError):
         export.parse_version("latest")
+
+
+def test_wireplumber_05_gets_spa_json_and_a_data_home_script() -> None:
+    files = export.render(GROUP, (1, 4, 2))  # Debian 13's PipeWire: WirePlumber 0.5 unless told otherwise
+    assert set(files) == {
+        "pipewire/pipewire.conf.d/pwgroup-living.conf",
+        "wireplumber/wireplumber.conf.d/51-pwgroup-living.conf",
+        "XDG_DATA_HOME/wireplumber/scripts/pwgroup-living-offsets.lua",
+    }
+    assert not any(k.endswith(".lua") and not k.startswith(export.DATA_HOME) for k in files)  # 0.5 reads no Lua config
+    conf = files["wireplumber/wireplumber.conf.d/51-pwgroup-living.conf"]
+    assert '"node.name" = "~bluez_output.AA_BB_CC_00_00_02.*"' in conf
+    assert '"device.name" = "bluez_card.AA_BB_CC_00_00_01"' in conf
+    assert '"name" = "pwgroup-living-offsets.lua"' in conf and '"type" = "script/lua"' in conf
+    assert '"custom.pwgroup-living-offsets" = "required"' in conf
+    assert "weird" not in conf  # the sink member gets no Bluetooth rule
+    # Ubuntu 24.04's 1.0.5 ships with WirePlumber 0.4; 0.5 on a PipeWire older than 1.0.2 is refused.
+    assert "wireplumber/main.lua.d/51-pwgroup-living.lua" in export.render(GROUP, (1, 0, 5))
+    assert export.pick_wireplumber((1, 0, 5), None, None) < export.WIREPLUMBER_05
+    assert export.pick_wireplumber((1, 0, 5), "0.5.1", None) == (0, 5, 1)
+    assert export.pick_wireplumber((1, 4, 2), None, (0, 4, 17)) == (0, 4, 17)
+    with pytest.raises(UserError, match=r"needs PipeWire 1\.0\.2"):
+        export.pick_wireplumber((1, 0, 1), "0.5", None)
+    with pytest.raises(UserError, match="invalid WirePlumber version"):
+        export.pick_wireplumber((1, 4, 2), "five", None)
+
+
+def test_offsets_script_sets_each_members_offset_by_node_name() -> None:
+    lua = export.render_offsets_script(GROUP)
+    assert '{ "matches", "bluez_output.AA_BB_CC_00_00_01.*", 120000000 },' in lua
+    assert '{ "matches", "bluez_output.AA_BB_CC_00_00_02.*", 80500000 },' in lua
+    assert '{ "equals", "bluez_output.weird-node", 0 },' in lua
+    assert "latencyOffsetNsec = nsec" in lua and "Evil" not in lua
+
+
+def test_lua_strings_escape_anything_but_plain_tokens() -> None:
+    assert export._lua_quote("bluez_output.AA_BB.*") == '"bluez_output.AA_BB.*"'
+    quoted = export._lua_quote('x" ) os.execute("rm") --\n')
+    assert quoted.count('"') == 2 and "\n" not in quoted and "(" not in quoted
+    assert quoted == '"x\\034\\032\\041\\032os.execute\\040\\034rm\\034\\041\\032--\\010"'
 
 
 def test_filter_chain_delays_are_the_members_totals() -> None:
@@ -65,9 +114,9 @@ def test_channel_roles_and_volume_become_gains() -> None:
 
 
 def test_hostile_description_stays_one_quoted_string() -> None:
-    for version in ("0.3.65", "0.3.71"):
+    for version in ("0.3.65", "0.3.71", "1.4.2"):
         for path, text in export.render(GROUP, export.parse_version(version)).items():
-            if path.endswith(".conf"):
+            if path.startswith("pipewire/") and path.endswith(".conf"):
                 assert f'"node.description" = {spajson.quote(HOSTILE)}' in text
                 assert len(re.findall(r"^context\.modules", text, re.M)) == 1
             assert "\n] # \n" not in text and HOSTILE not in text
@@ -99,7 +148,7 @@ def test_the_shipped_examples_are_what_export_conf_renders() -> None:
 
     examples = Path(__file__).resolve().parent.parent / "pipewire-conf" / "examples"
     group = load(examples / "config.toml").groups["living-room"]
-    for version in ("0.3.65", "0.3.71"):
+    for version in ("0.3.65", "0.3.71", "1.4.2"):
         files = export.render(group, export.parse_version(version))
         on_disk = {str(p.relative_to(examples / version)) for p in (examples / version).rglob("*") if p.is_file()}
         assert on_disk == set(files), f"regenerate pipewire-conf/examples/{version} (see its config.toml)"

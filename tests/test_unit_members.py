@@ -146,8 +146,9 @@ def test_export_names_each_members_node_by_kind() -> None:
     assert old["playback.props"]["target.object"] == ALSA  # type: ignore[index]
     assert export.member_filter_chain(MIXED, 0, 48000)["playback.props"]["target.object"] == BT  # type: ignore[index]
     conf = export.render_combine_stream(MIXED)
-    assert f'"node.name" = "{ALSA}"' in conf and f'"api.bluez5.address" = "{ADDR}"' in conf
-    assert "bluez_output" not in conf
+    # Both kinds by node name: combine-stream matches no api.bluez5.address.
+    assert f'"node.name" = "{ALSA}"' in conf and f'"node.name" = "{BT}"' in conf
+    assert "api.bluez5.address" not in conf
 
 
 def test_wireplumber_rules_and_offsets_only_for_bluetooth_members() -> None:
@@ -157,11 +158,13 @@ def test_wireplumber_rules_and_offsets_only_for_bluetooth_members() -> None:
     assert export.bluetooth_addresses(MIXED) == [ADDR]
     lua = export.render_wireplumber_rules(MIXED)
     assert "AA_BB_CC_00_00_01" in lua and "alsa" not in lua
+    # Offsets for every member, a Bluetooth one by its node pattern, a sink by its exact node name.
     script = export.render_offsets_script(MIXED)
-    assert "offset bluez_card.AA_BB_CC_00_00_01 30000" in script
-    # The sink's offset is said, by its slug, never by its node name (it would be a shell word).
-    (said,) = [ln for ln in script.splitlines() if ln.startswith("echo")]
-    assert layout.member_slug(ALSA) in said and ALSA not in said and "0 us" in said
+    assert '{ "matches", "bluez_output.AA_BB_CC_00_00_01.*", 30000000 },' in script
+    assert f'{{ "equals", "{ALSA}", 0 }},' in script
+    files = export.render(SINKS_ONLY, (1, 4, 2))  # WirePlumber 0.5: the script, but no bluez rules
+    conf = files["wireplumber/wireplumber.conf.d/51-pwgroup-wired.conf"]
+    assert "monitor.bluez.rules" not in conf and "pwgroup-wired-offsets.lua" in conf
 
 
 def test_group_sink_props_and_delay_lines_live_in_one_place() -> None:

@@ -44,6 +44,9 @@ class SimSpeaker:
     reflections: list[tuple[float, float]] = field(default_factory=list)  # (ms after direct, relative gain)
     kind: str = KIND_BLUETOOTH
     sink_name: str = ""
+    # Its sink reports a latency and honours a latency offset (Props latencyOffsetNsec) as a bluez5 node does
+    # (see room.reporting_speaker_config); off by default.
+    reports_latency: bool = False
 
     @property
     def node_name(self) -> str:
@@ -57,6 +60,15 @@ class SimSpeaker:
     @property
     def emit_name(self) -> str:
         return f"pwgroup-sim.emit.{self.index}"
+
+    @property
+    def link_name(self) -> str:
+        """A reporting speaker's inner link: from its sink (a loopback) to its acoustics (the filter-chain)."""
+        return f"pwgroup-sim.link.{self.index}"
+
+    @property
+    def air_name(self) -> str:
+        return f"pwgroup-sim.air.{self.index}"
 
     @property
     def latency_ms(self) -> float:

@@ -92,6 +92,50 @@ def speaker_config(spk: SimSpeaker, ir_path: Path) -> str:
     return filter_chain_process_config(args)
 
 
+def reporting_speaker_config(spk: SimSpeaker, ir_path: Path) -> str:
+    """A speaker whose sink behaves as a bluez5 A2DP node does for latency: it reports a latency to its peers
+    and adds its latency offset (Props `latencyOffsetNsec`, set with pw-cli or by WirePlumber) to it, so that
+    what compensates for reported latency (combine-stream) sees the offset. The sink is a module-loopback
+    capture node (which does so from PipeWire 1.3.81, so 1.4; 0.3.65 to 1.2 do not), linked by the room to the same
+    hidden acoustics as speaker_config's. What it reports before an offset is its downstream's latency, alike
+    for every such speaker: a bluez5 node's own report (delay report or fallback) is not modelled."""
+    loopback = {
+        "node.description": spk.description,
+        "audio.position": ["FL", "FR"],
+        "capture.props": speaker_props(spk),
+        "playback.props": {"node.name": spk.link_name, "node.autoconnect": False, "node.passive": True},
+    }
+    chain = {
+        "node.description": spk.description,
+        "media.name": "pwgroup-sim speaker",
+        "filter.graph": {
+            "nodes": [
+                {"type": "builtin", "name": "down", "label": "mixer", "control": {"Gain 1": 0.5, "Gain 2": 0.5}},
+                {"type": "builtin", "name": "air", "label": "convolver", "config": {"filename": str(ir_path)}},
+            ],
+            "links": [{"output": "down:Out", "input": "air:In"}],
+            "inputs": ["down:In 1", "down:In 2"],
+            "outputs": ["air:Out"],
+        },
+        "capture.props": {
+            "node.name": spk.air_name,
+            "node.autoconnect": False,
+            "audio.channels": 2,
+            "audio.position": ["FL", "FR"],
+        },
+        "playback.props": {
+            "node.name": spk.emit_name,
+            "node.autoconnect": False,
+            "audio.channels": 1,
+            "audio.position": ["MONO"],
+        },
+    }
+    text = filter_chain_process_config(chain)
+    extra = "    { name = libpipewire-module-loopback args = " + spajson.dumps(loopback, 1) + " }\n]"
+    head, _, tail = text.rpartition("]")
+    return head + extra + tail
+
+
 def _reflections(rng: random.Random) -> list[tuple[float, float]]:
     return [
         (round(rng.uniform(2.0, 25.0), 2), round(rng.uniform(0.2, 0.6) * rng.choice((-1, 1)), 3))
@@ -123,6 +167,7 @@ class Room(SimRoom):
     backend = "pipewire"
     state_file = ROOM_STATE
     lead_s = 0.0  # audio reaches the truth channels with no latency beyond the members' own delays
+    reports_latency = False  # new speakers' sinks report latency as bluez5 nodes do (up(reports_latency=True))
 
     def __init__(self, root: Path | None = None) -> None:
         root = root or default_root()
@@ -187,9 +232,13 @@ class Room(SimRoom):
         quantum: int | None = None,
         noise_db: float | None = None,
         reflections: bool = False,
+        reports_latency: bool = False,
     ) -> None:
         """Start (or attach to) the room. `noise_db`: white noise at the microphone, in dBFS RMS.
-        `reflections`: each speaker's path gets 2-4 seeded, delayed, attenuated copies (a living room)."""
+        `reflections`: each speaker's path gets 2-4 seeded, delayed, attenuated copies (a living room).
+        `reports_latency`: the speakers' sinks report latency and honour latency offsets as bluez5 nodes do
+        (PipeWire 1.4 and later; see reporting_speaker_config)."""
+        self.reports_latency = reports_latency
         if not self.server.up:
             # A room whose server is gone is rebuilt from scratch, not half-attached to.
             self._forget_speakers()
@@ -224,6 +273,7 @@ class Room(SimRoom):
                 latency_samples=round(latency * RATE / 1000.0),
                 gain=round(rng.uniform(0.5, 1.0), 3),
                 reflections=_reflections(rng) if reflections else [],
+                reports_latency=self.reports_latency,
             )
             self.speakers.append(spk)
             self._save()
@@ -270,7 +320,8 @@ class Room(SimRoom):
             ir[spk.latency_samples + round(delay_ms * RATE / 1000)] += spk.gain * rel
         ir_path = self.root / "ir" / f"{spk.index}.wav"
         write_wav(ir_path, ir)
-        (self.root / "ir" / f"speaker-{spk.index}.conf").write_text(speaker_config(spk, ir_path))
+        make = reporting_speaker_config if spk.reports_latency else speaker_config
+        (self.root / "ir" / f"speaker-{spk.index}.conf").write_text(make(spk, ir_path))
         self.connect(spk.key)
 
     def connect(self, key: str) -> None:
@@ -282,6 +333,10 @@ class Room(SimRoom):
             self.server.spawn(proc_key, ["pipewire", "-c", str(conf)])
         self._node_with_ports(spk.node_name, "in")
         self._node_with_ports(spk.emit_name, "out")
+        if spk.reports_latency:
+            self._node_with_ports(spk.link_name, "out")
+            self._node_with_ports(spk.air_name, "in")
+            self.link_nodes(spk.link_name, spk.air_name)
         self.link_nodes(spk.emit_name, MIC_NAME)
 
     def disconnect(self, key: str) -> None:

@@ -32,7 +32,7 @@ HOP = 8192
 WINDOW_S = 4.0  # seconds of programme per estimate
 F_LOW = calib.F_LOW
 F_HIGH = calib.F_HIGH
-TEMPLATE_LEN = 4096  # 85 ms of each member's response: direct sound, early reflections, the tail's start
+TEMPLATE_LEN = 12000  # 250 ms of each member's response: sustained notes excite the whole reverberant tail
 PRE = 64  # template samples kept before the first arrival
 SEARCH = 0.28  # a member is looked for up to this fraction of FRAME either side of the base lag (~190 ms)
 LOCAL = 48  # samples either side of the prediction searched before a member counts as moved
@@ -42,7 +42,8 @@ MIN_PEAK_DB = 14.0  # a member found away from its prediction must stand this fa
 MIN_GAIN = 0.35  # a member heard at less than this share of its calibrated level is not heard
 OK_SIGMA = 2.0  # samples: an arrival less sure than this is reported as uncertain
 AMBIGUOUS = 0.85  # a rival cycle this close to the best one: narrow-band programme, the cycle is a guess
-VARIANCE_FACTOR = 2.0  # Welch bins are not independent: widen the least-squares variance by this much
+VARIANCE_FACTOR = 16.0  # Welch bins are not independent and the model's error is not noise: widen the variance
+FAST_GAIN = 0.7  # every member at least this loud where expected: steady playback, no search
 FAR_FACTOR = 2.0  # a member moves far only where its response explains this many times more than near
 WHITEN = 0.7  # how far the search filter is whitened (0: plain matched filter, 1: phase only)
 
@@ -279,6 +280,7 @@ class Estimate:
     programme_dbfs: float  # the group signal's in-band level
     reason: str = ""
     frames: int = 0
+    span: tuple[int, int] = (0, 0)  # absolute samples (microphone timeline) the window covers
     extra: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -431,7 +433,14 @@ def estimate(
     if spec.frames == 0 or x_db < SILENT_DBFS:
         why = "no window yet" if spec.frames == 0 else f"the group signal is silent ({x_db:.0f} dBFS)"
         return Estimate(
-            "silent", spec.middle, tuple(_not("not-seen") for _ in range(n)), -math.inf, x_db, why, spec.frames
+            "silent",
+            spec.middle,
+            tuple(_not("not-seen") for _ in range(n)),
+            -math.inf,
+            x_db,
+            why,
+            spec.frames,
+            (spec.start, spec.stop),
         )
     fit = _Fit(spec, templates)
     prior = np.array([1.0] * n if gains is None else [max(0.0, float(v)) for v in gains])
@@ -442,6 +451,16 @@ def estimate(
     g = np.zeros(n)
     if known:
         g[known] = fit.gains(known, u, prior)
+    if len(known) == n and all(g[i] >= FAST_GAIN * max(prior[i], 0.5) for i in known):
+        # Everyone where expected (steady playback): a local fit only, no search.
+        fast = _finish(
+            spec, templates, fit, list(range(n)), u, g, prior, np.zeros(n), np.full(n, math.nan), set(), x_db
+        )
+        if all(
+            m.status != "not-heard" and abs(m.arrival - float(p or 0.0)) < LOCAL
+            for m, p in zip(fast.members, predicted, strict=True)
+        ):
+            return fast
     active = set(known)
     expected = {i: float(u[i]) for i in known}
     limit = int(SEARCH * spec.frame)
@@ -492,7 +511,27 @@ def estimate(
     placed = sorted(active)
     if not placed:
         none = tuple(_not("not-heard") for _ in range(n))
-        return Estimate("ok", spec.middle, none, -math.inf, x_db, "no member heard", spec.frames)
+        return Estimate(
+            "ok", spec.middle, none, -math.inf, x_db, "no member heard", spec.frames, (spec.start, spec.stop)
+        )
+    return _finish(spec, templates, fit, placed, u, g, prior, rivals, peaks, moved, x_db)
+
+
+def _finish(
+    spec: Spectra,
+    templates: Bank,
+    fit: _Fit,
+    placed: list[int],
+    u: np.ndarray,
+    g: np.ndarray,
+    prior: np.ndarray,
+    rivals: np.ndarray,
+    peaks: np.ndarray,
+    moved: set[int],
+    x_db: float,
+) -> Estimate:
+    """The joint refinement of every placed member, the window's verdict and each member's."""
+    n = templates.members
     u, g, cov, cost = fit.refine(placed, u, g)
     # The music at the microphone, as fitted: |X M|^2 summed, M the sum of the placed members' responses.
     response = (fit.t[placed].T * np.exp(-1j * np.outer(fit.omega, u[placed]))) @ g[placed]
@@ -502,7 +541,14 @@ def estimate(
     if mic_snr < MIN_MIC_SNR_DB:
         why = f"noise at the microphone is louder than the music ({mic_snr:.1f} dB)"
         return Estimate(
-            "noisy", spec.middle, tuple(_not("not-seen") for _ in range(n)), mic_snr, x_db, why, spec.frames
+            "noisy",
+            spec.middle,
+            tuple(_not("not-seen") for _ in range(n)),
+            mic_snr,
+            x_db,
+            why,
+            spec.frames,
+            (spec.start, spec.stop),
         )
     out = []
     for i in range(n):
@@ -516,7 +562,8 @@ def estimate(
         arrival = spec.base + float(u[i]) + float(templates.arrivals[i])
         status: MemberStatus = "uncertain" if sigma > OK_SIGMA or rivals[i] > AMBIGUOUS else "ok"
         out.append(MemberEstimate(status, arrival, sigma, gain, float(peaks[i]), i in moved))
-    return Estimate("ok", spec.middle, tuple(out), mic_snr, x_db, "", spec.frames, {"cost": float(cost[0])})
+    span = (spec.start, spec.stop)
+    return Estimate("ok", spec.middle, tuple(out), mic_snr, x_db, "", spec.frames, span, {"cost": float(cost[0])})
 
 
 def _global_peak(env: np.ndarray, limit: int, away_from: float | None = None) -> tuple[int, float, float]:

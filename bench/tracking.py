@@ -183,7 +183,7 @@ def naive_summary(run: Run, t_change: float, who: int) -> dict[str, Any]:
     moved = [abs(lag - ref) / (RATE / 1000) for lag in after]
     return {
         "peak_moved_ms_median": round(float(np.median(moved)), 3),
-        "saw_the_member_move_share": round(float(np.mean([abs(m - 37.0) < 1.0 or abs(m - 60.0) < 1.0 for m in moved])), 3),
+        "saw_the_member_move_share": round(float(np.mean([min(abs(m - 37.0), abs(m - 60.0)) < 1.0 for m in moved])), 3),
     }
 
 
@@ -233,6 +233,7 @@ def drift(seed: int, minutes: float) -> dict[str, Any]:
     spreads = [spread(o, [True] * MEMBERS) for o, _ in after]
     sounding = [sp for sp, (_, s) in zip(spreads, after, strict=True) if s]
     uncorrected = max(abs(r) for r in rates) * 2e-6 * seconds * 1000
+    largest = max((abs(c.change) for c in run.ctl.corrections if c.reason == "drift"), default=0.0)
     return {
         "seed": seed,
         "drift_ppm": [round(float(r), 1) for r in rates],
@@ -240,8 +241,7 @@ def drift(seed: int, minutes: float) -> dict[str, Any]:
         "max_spread_ms_after_1min_all": round(max(spreads), 4),
         "p99_spread_ms_after_1min": round(float(np.percentile(spreads, 99)), 4),
         "corrections": len(run.ctl.corrections),
-        "largest_drift_step_ms": round(max((abs(c.change) for c in run.ctl.corrections if c.reason == "drift"),
-                                           default=0.0) / (RATE / 1000), 4),  # fmt: skip
+        "largest_drift_step_ms": round(largest / (RATE / 1000), 4),
         "uncorrected_spread_ms": round(uncorrected, 1),
         "cpu": run.cpu_s,
         "audio_s": run.times[-1],

@@ -13,6 +13,9 @@ playlist of all three with silence between tracks):
 Truth is the simulation's own: each member's delay line plus latency against what calibration aligned.
 A naive baseline runs on the same recordings: the strongest peak of the microphone/group correlation, which
 cannot say which member it sees (a single-speaker tracker).
+Known limit: members are told apart by their own responses at the microphone (reflections, colour, level). In a
+dry room, speakers of one model differ only in level and a moved one can be taken for another; the room here is
+reverberant, as living rooms are.
 Usage: python bench/tracking.py [--seeds 10] [--minutes 10] [--scenarios jump drift return steady]
 """
 

@@ -91,7 +91,7 @@ def test_sparse_tonal_programme_finds_the_move_or_says_it_is_unsure() -> None:
 
 def test_a_reverberant_room_gives_sub_sample_arrivals() -> None:
     # What tells members apart is each one's own reflections; in a dry room, speakers of one model differ only in
-    # level and cannot be told apart this way (a known limit: see the report in bench/tracking.py's docstring).
+    # level and cannot be told apart this way (a known limit, in bench/tracking.py's docstring).
     est, truth = _mix(6, "pop", {3: 5.0}, reverberant=True)
     errors = [abs(m.arrival - t) for m, t in zip(est.members, truth, strict=True) if m.status == "ok"]
     assert len(errors) == 8 and max(errors) < 1.0, errors

@@ -71,15 +71,35 @@ def calibrated(seed: int, kind_or_playlist: str, seconds: float) -> Run:
         arrivals.append(a.samples)
     delays = [max(arrivals) - a for a in arrivals]
     if kind_or_playlist == "playlist":
-        x, _ = programme.playlist(seconds, RATE, seed)
+        x, marks = programme.playlist(seconds, RATE, seed)
     else:
         x = programme.generate(kind_or_playlist, seconds, RATE, seed)  # type: ignore[arg-type]
-    level = acoustic.music_level(x, speakers, delays, 20.0)
+        marks = [(0.0, kind_or_playlist)]  # type: ignore[list-item]
+    level = reference_level(x, marks, speakers, delays, seconds)
     scene = acoustic.Scene(x, speakers, delays, level * 10 ** (-NOISE_DB / 20), RATE, seed)
     ctl = control.Controller(delays, [d + a for d, a in zip(delays, arrivals, strict=True)], RATE)
     bank = estimate.bank(templates)
     start = [scene.arrival(i) for i in range(MEMBERS)]
     return Run(scene, ctl, bank, estimate.Listener(RATE), start)
+
+
+def reference_level(
+    x: np.ndarray,
+    marks: list[tuple[float, programme.Kind]],
+    speakers: list[acoustic.Speaker],
+    delays: list[float],
+    seconds: float,
+) -> float:
+    """The music's level at the microphone that noise is set 10 dB under: the median over the programme's tracks
+    (10 s from each, tracks of different kinds reach the microphone several dB apart; one track's level alone
+    would put the noise 10 dB under that track and nearer the others)."""
+    ends = [a for a, _ in marks[1:]] + [seconds]
+    levels = [
+        acoustic.music_level(x, speakers, delays, min(10.0, end - a), start=a)
+        for (a, kind), end in zip(marks, ends, strict=True)
+        if kind != "silence" and end - a > 2.0
+    ]
+    return float(np.median(levels)) if levels else 0.0
 
 
 def naive_lag(x: np.ndarray, y: np.ndarray, max_lag: int) -> float:
@@ -114,8 +134,8 @@ def step(run: Run, blocks: int, naive_every: int = 1, events: dict[int, Any] | N
         guess = ctl.predicted((lst.end - window) / RATE, lst.end / RATE)
         base = estimate.base_for(guess, run.bank)
         spec = lst.spectra(base)
-        predicted = ctl.predicted(spec.start / RATE, spec.stop / RATE)
-        est = estimate.estimate(spec, run.bank, predicted, ctl.gains())
+        predicted = ctl.predicted(spec.start / RATE, spec.stop / RATE, spec.middle / RATE)
+        est = estimate.estimate(spec, run.bank, predicted, ctl.gains(), ctl.spread(spec.middle / RATE))
         for c in ctl.update(est, now):
             scene.delays[c.member] = c.delay
         run.cpu_s += time.process_time() - t0

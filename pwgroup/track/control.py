@@ -44,6 +44,8 @@ class Settings:
     latency_walk_ms: float = 0.002  # per sqrt(s): how fast a latency may wander without a jump
     rate_walk_ppm: float = 0.2  # per sqrt(s): how fast a drift rate may change
     rate_prior_ppm: float = 150.0  # drift rates are this large at most, at first
+    reacquire_ms: float = 0.25  # a prediction less sure than this (one sd) is re-found: two windows must agree
+    coast_s: float = 8.0  # a member seen this lately, its drift known, is followed through windows it sat out
 
 
 @dataclass(frozen=True)
@@ -153,12 +155,27 @@ class Controller:
                 return True
         return False
 
-    def predicted(self, start: float, stop: float) -> list[float | None]:
-        """Where each member should arrive in a window from `start` to `stop` (seconds)."""
-        mid = (start + stop) / 2
+    def predicted(self, start: float, stop: float, at: float | None = None) -> list[float | None]:
+        """Where each member should arrive in a window from `start` to `stop` (seconds) whose measurement holds
+        at `at` (default: the middle)."""
+        mid = (start + stop) / 2 if at is None else at
         out: list[float | None] = []
         for i, m in enumerate(self.members):
             out.append(None if m.state != "tracking" else self._mean_delay(i, start, stop) + m.latency_at(mid))
+        return out
+
+    def spread(self, at: float) -> list[float]:
+        """How unsure each prediction is at `at` (standard deviation, samples; inf when not tracking): grows while
+        the tracker is blind by what an unknown drift rate could have moved the member since it was last seen."""
+        out = []
+        for m in self.members:
+            if m.state != "tracking":
+                out.append(math.inf)
+                continue
+            dt = max(0.0, at - m.t)
+            var = m.cov[0, 0] + 2 * dt * m.cov[0, 1] + dt * dt * m.cov[1, 1]
+            var += (self.s.latency_walk_ms * self.ms) ** 2 * dt
+            out.append(math.sqrt(max(var, 0.0)))
         return out
 
     def gains(self) -> list[float]:
@@ -174,7 +191,7 @@ class Controller:
         if not est.seen:
             return []
         a, b = est.span[0] / self.rate, est.span[1] / self.rate
-        mid = (a + b) / 2
+        mid = est.at / self.rate if a <= est.at / self.rate <= b else (a + b) / 2
         fresh = set()
         for i, (m, e) in enumerate(zip(self.members, est.members, strict=True)):
             if m.state == "away" or e.status != "ok" or self._changed_within(i, a, b):
@@ -203,15 +220,26 @@ class Controller:
         self._predict(m, t)
         innovation = z - m.latency
         s = m.cov[0, 0] + var
+        if m.cov[0, 0] > (self.s.reacquire_ms * self.ms) ** 2:
+            # Blind long enough for an unknown drift to have moved it: the estimator looked for it widely, so one
+            # window's answer could be anything there; it is believed when two agree, as a jump is.
+            return self._confirm(m, t, z, var, returning=False)
         if abs(innovation) > max(5 * math.sqrt(s), self.s.outlier_ms * self.ms):
             return self._confirm(m, t, z, var, returning=False)
         m.pending = []
+        self._kalman(m, z, var)
+        m.last_seen, m.sigma = t, math.sqrt(var)
+        return True
+
+    @staticmethod
+    def _kalman(m: Member, z: float, var: float) -> None:
+        """The measurement update of latency and rate by one measured latency (the state already predicted)."""
+        innovation = z - m.latency
+        s = m.cov[0, 0] + var
         gain = m.cov[:, 0] / s
         m.latency += gain[0] * innovation
         m.rate += gain[1] * innovation
         m.cov = m.cov - np.outer(gain, m.cov[0, :])
-        m.last_seen, m.sigma = t, math.sqrt(var)
-        return True
 
     def _confirm(self, m: Member, t: float, z: float, var: float, returning: bool) -> bool:
         """A jump (or a return) is believed when `confirm` windows in a row put the member at one place."""
@@ -221,10 +249,19 @@ class Controller:
         m.pending.append((t, z, var))
         if len(m.pending) < self.s.confirm:
             return False
-        m.latency, m.t = z, t
+        # Start again from the first agreeing window and filter the others in, so the windows that confirmed
+        # the place also say how fast it moves (a re-found drifting member keeps its drift known).
+        points, m.pending = m.pending, []
         prior_rate = self.s.rate_prior_ppm * 1e-6 * self.rate
-        m.cov = np.diag([var, m.cov[1, 1] if not returning else prior_rate**2])
-        m.state, m.pending = "tracking", []
+        t0, z0, v0 = points[0]
+        m.latency, m.t = z0, t0
+        m.cov = np.diag([v0, m.cov[1, 1] if not returning else prior_rate**2])
+        if returning:
+            m.rate = 0.0
+        for tk, zk, vk in points[1:]:
+            self._predict(m, tk)
+            self._kalman(m, zk, vk)
+        m.state = "tracking"
         m.last_seen, m.sigma = t, math.sqrt(var)
         return True
 
@@ -238,14 +275,24 @@ class Controller:
         fastest = min(m.latency_at(t) for _, m in live)
         return min(max(target, slowest), fastest + self.s.max_delay_ms * self.ms)
 
+    def _coasting(self, m: Member, now: float) -> bool:
+        """A member not measured in this window (its window straddled its own last correction) whose drift is
+        known well enough to follow for a few seconds more: seen lately, its prediction still sure."""
+        if m.last_seen is None or now - m.last_seen > self.s.coast_s:
+            return False
+        dt = max(0.0, now - m.t)
+        var = m.cov[0, 0] + 2 * dt * m.cov[0, 1] + dt * dt * m.cov[1, 1]
+        return var < (self.s.reacquire_ms * self.ms / 2) ** 2
+
     def _decide(self, now: float, fresh: set[int]) -> list[Correction]:
-        """Corrections for the members measured just now (`fresh`): nothing moves on old news."""
+        """Corrections for the members measured just now (`fresh`), or measured lately with their drift known
+        (`_coasting`); only ever after a window that saw (`update` returns early otherwise)."""
         target = self._target(now)
         if target is None:
             return []
         out = []
         for i, m in enumerate(self.members):
-            if m.state != "tracking" or i not in fresh:
+            if m.state != "tracking" or not (i in fresh or self._coasting(m, now)):
                 continue
             current = self.delay(i)
             gap = target - m.latency_at(now) - current

@@ -37,7 +37,7 @@ PRE = 64  # template samples kept before the first arrival
 SEARCH = 0.28  # a member is looked for up to this fraction of FRAME either side of the base lag (~190 ms)
 LOCAL = 48  # samples either side of the prediction searched before a member counts as moved
 SILENT_DBFS = -70.0  # the group signal's in-band RMS under this: nothing to listen to
-MIN_MIC_SNR_DB = 0.0  # music at the microphone (as fitted) against the rest: under this, noise is louder
+MIN_MIC_SNR_DB = -3.0  # music at the microphone (as fitted, which under-counts it by a few dB) against the rest
 MIN_PEAK_DB = 14.0  # a member found away from its prediction must stand this far out of the matched filter
 MIN_GAIN = 0.35  # a member heard at less than this share of its calibrated level is not heard
 OK_SIGMA = 2.0  # samples: an arrival less sure than this is reported as uncertain
@@ -123,10 +123,13 @@ class Spectra:
     power_x: np.ndarray
     power_y: np.ndarray
     rate: int = RATE
+    centre: float | None = None  # the group signal's energy-weighted middle of the frames (absolute sample)
 
     @property
     def middle(self) -> float:
-        return (self.start + self.stop) / 2
+        """When the window's measurement holds: the middle of its programme, weighted by the programme's energy
+        (a window half silence measures its sounding half; under drift the difference is samples)."""
+        return (self.start + self.stop) / 2 if self.centre is None else self.centre
 
     def mean_square(self, power: np.ndarray) -> float:
         """In-band mean square of a signal from its Welch power sum (Parseval, Hann frames)."""
@@ -214,18 +217,23 @@ class Listener:
         cross, px, py = np.zeros(n, dtype=complex), np.zeros(n), np.zeros(n)
         frames, lo, hi = 0, last + self.frame, last
         at = last
+        weight, moment = 0.0, 0.0
         while at >= first:
             fy = self._fft(self._fy, self.y, at)
             fx = self._fft(self._fx, self.x, at - base)
             if fy is None or fx is None:
                 break
             cross += fy * np.conj(fx)
-            px += fx.real**2 + fx.imag**2
+            p = fx.real**2 + fx.imag**2
+            px += p
             py += fy.real**2 + fy.imag**2
+            e = float(p.sum())
+            weight, moment = weight + e, moment + e * (at + self.frame / 2)
             frames += 1
             lo, hi = at, max(hi, at + self.frame)
             at -= self.hop
-        return Spectra(base, lo, hi, frames, self.frame, self.bins, cross, px, py, self.rate)
+        centre = moment / weight if weight > 0 else None
+        return Spectra(base, lo, hi, frames, self.frame, self.bins, cross, px, py, self.rate, centre)
 
 
 @dataclass(frozen=True)
@@ -428,11 +436,16 @@ def estimate(
     templates: Bank,
     predicted: Sequence[float | None],
     gains: Sequence[float] | None = None,
+    spread: Sequence[float] | None = None,
 ) -> Estimate:
     """Every member's arrival in one window. `predicted`: where each member is expected (samples after the
-    group signal; None: unknown, look everywhere); `gains`: each member's level last seen (default 1.0)."""
+    group signal; None: unknown, look everywhere); `gains`: each member's level last seen (default 1.0);
+    `spread`: how unsure each prediction is (standard deviation, samples; default: sure to within LOCAL/4). A
+    member whose prediction is unsure (the tracker was blind while its clock drifted) is looked for over 4
+    standard deviations either side with no preference for the prediction: with every member arriving at one
+    time, the others' sound fits a missing member's template at the stale place well enough to pass for it."""
     n = templates.members
-    if len(predicted) != n:
+    if len(predicted) != n or (spread is not None and len(spread) != n):
         raise ValueError("one prediction per template")
     x_db = 10 * math.log10(max(spec.mean_square(spec.power_x), 1e-30))
     if spec.frames == 0 or x_db < SILENT_DBFS:
@@ -456,7 +469,14 @@ def estimate(
     g = np.zeros(n)
     if known:
         g[known] = fit.gains(known, u, prior)
-    if len(known) == n and all(g[i] >= FAST_GAIN * max(prior[i], 0.5) for i in known):
+    limit = int(SEARCH * spec.frame)
+    half = {i: LOCAL for i in known}
+    if spread is not None:
+        for i in known:
+            sd = float(spread[i])
+            half[i] = limit if not math.isfinite(sd) else int(min(limit, max(LOCAL, math.ceil(4 * sd))))
+    wide = {i for i in known if half[i] > LOCAL}
+    if len(known) == n and not wide and all(g[i] >= FAST_GAIN * max(prior[i], 0.5) for i in known):
         # Everyone where expected (steady playback): a local fit only, no search.
         fast = _finish(
             spec, templates, fit, list(range(n)), u, g, prior, np.zeros(n), np.full(n, math.nan), set(), x_db
@@ -466,13 +486,15 @@ def estimate(
             for m, p in zip(fast.members, predicted, strict=True)
         ):
             return fast
-    active = set(known)
+    active = set(known) - wide
+    for i in wide:
+        g[i] = 0.0
     expected = {i: float(u[i]) for i in known}
-    limit = int(SEARCH * spec.frame)
     rivals = np.zeros(n)
     peaks = np.full(n, -math.inf)
     moved: set[int] = set()
-    order = sorted(known, key=lambda i: -prior[i]) + [i for i in range(n) if i not in known]
+    narrow = [i for i in known if i not in wide]
+    order = sorted(narrow, key=lambda i: -prior[i]) + sorted(wide) + [i for i in range(n) if i not in known]
     # Coordinate descent with global moves: each member in turn, against what the others (as they stand)
     # leave, either stays near where it was expected, moves to where its own response fits much better, or is
     # not heard. A member that moved far is found by its template's shape at the new place.
@@ -483,11 +505,17 @@ def estimate(
             mf, white = fit.matched(i, r), fit.whitened(i, r)
             energy = fit.weighted_energy(i)
             best_local = (-1.0, 0, 0.0)  # (gain, shift, rival)
-            if i in expected:
+            if i in expected and i not in wide:
                 shift, rival = _best_cycle(mf.real, expected[i], LOCAL)
                 best_local = (float(mf.real[shift % spec.frame]), shift, rival)
-            k, _, pk = _global_peak(np.abs(white), limit, expected.get(i))
-            far_shift, far_rival = _best_cycle(mf.real, k, 6)
+            if i in wide:  # unsure where: the best peak near the prediction, none preferred
+                within = (expected[i] - half[i], expected[i] + half[i])
+                k, _, pk = _global_peak(np.abs(white), limit, None, within)
+                far_shift, far_rival = _best_cycle(mf.real, k, 6)
+                far_rival = max(far_rival, _rival_peak(np.abs(white), k, within))
+            else:
+                k, _, pk = _global_peak(np.abs(white), limit, expected.get(i))
+                far_shift, far_rival = _best_cycle(mf.real, k, 6)
             far_gain = float(mf.real[far_shift % spec.frame])
             peaks[i] = pk
             red_local = max(best_local[0], 0.0) ** 2 * energy
@@ -503,11 +531,12 @@ def estimate(
                     g[i] = 0.0
                     changed = True
                 continue
-            if i not in active or abs(new[0] - u[i]) > 1.5 or new[3] != (i in moved):
+            far = new[3] and (i not in wide or abs(new[0] - expected[i]) > LOCAL)
+            if i not in active or abs(new[0] - u[i]) > 1.5 or far != (i in moved):
                 changed = True
             u[i], g[i], rivals[i] = new[0], new[1], new[2]
             active.add(i)
-            if new[3]:
+            if far:
                 moved.add(i)
             else:
                 moved.discard(i)
@@ -571,16 +600,36 @@ def _finish(
     return Estimate("ok", spec.middle, tuple(out), mic_snr, x_db, "", spec.frames, span, {"cost": float(cost[0])})
 
 
-def _global_peak(env: np.ndarray, limit: int, away_from: float | None = None) -> tuple[int, float, float]:
-    """The envelope's highest point within `limit` either side of zero shift, at least LOCAL from `away_from`:
-    (shift, height, dB over the envelope's median noise)."""
+def _rival_peak(env: np.ndarray, k: int, within: tuple[float, float]) -> float:
+    """The highest local maximum of the envelope in `within` (shifts) at least LOCAL from `k`, over the envelope
+    at `k`: near 1, another place fits as well and the search cannot say which is the member."""
+    n = len(env)
+    lo, hi = math.ceil(within[0]), math.floor(within[1])
+    shifts = np.arange(lo, hi + 1)
+    vals = env[shifts % n]
+    top = float(env[k % n])
+    if len(vals) < 3 or top <= 0:
+        return 0.0
+    inner = (vals[1:-1] >= vals[:-2]) & (vals[1:-1] >= vals[2:])
+    peaks = np.flatnonzero(inner) + 1
+    peaks = peaks[np.abs(shifts[peaks] - k) > LOCAL]
+    return float(vals[peaks].max()) / top if len(peaks) else 0.0
+
+
+def _global_peak(
+    env: np.ndarray, limit: int, away_from: float | None = None, within: tuple[float, float] | None = None
+) -> tuple[int, float, float]:
+    """The envelope's highest point within `limit` either side of zero shift, at least LOCAL from `away_from`
+    and inside `within` (shifts) if given: (shift, height, dB over the envelope's median noise)."""
     n = len(env)
     idx = np.r_[0 : limit + 1, n - limit : n]
     seg = env[idx]
     noise = float(np.median(seg)) * 1.2 + 1e-30
+    shifts = np.where(idx >= n // 2, idx - n, idx)
     if away_from is not None:
-        shifts = np.where(idx >= n // 2, idx - n, idx)
         seg = np.where(np.abs(shifts - away_from) > LOCAL, seg, 0.0)
+    if within is not None:
+        seg = np.where((shifts >= within[0]) & (shifts <= within[1]), seg, 0.0)
     k = int(np.argmax(seg))
     height = float(seg[k])
     return _wrap(int(idx[k]), n), height, 20 * math.log10(max(height, 1e-30) / noise)

@@ -167,25 +167,45 @@ class Listener:
         self.window = max(frame, round(window_s * rate))
         self.keep = self.window + round(max_base_s * rate) + frame
         self.bins = band_bins(frame, rate)
-        self.x = np.zeros(0)
-        self.y = np.zeros(0)
+        # Both signals in one buffer twice as long as what is kept: a block is copied in, and the kept part
+        # moved to the front only when the buffer fills (not the whole history re-joined every block).
+        self._buf = np.zeros((2, 2 * self.keep))
+        self._lo = self._hi = 0
         self.offset = 0  # absolute index of self.x[0]
         self._fx: dict[int, np.ndarray] = {}
         self._fy: dict[int, np.ndarray] = {}
 
     @property
+    def x(self) -> np.ndarray:
+        """The group signal kept (read-only view)."""
+        return self._buf[0, self._lo : self._hi]
+
+    @property
+    def y(self) -> np.ndarray:
+        """The microphone kept (read-only view)."""
+        return self._buf[1, self._lo : self._hi]
+
+    @property
     def end(self) -> int:
         """Samples fed so far (the absolute index one past the newest)."""
-        return self.offset + len(self.y)
+        return self.offset + self._hi - self._lo
 
     def feed(self, x: np.ndarray, y: np.ndarray) -> None:
         if len(x) != len(y):
             raise ValueError("group signal and microphone blocks must have the same length (one timeline)")
-        self.x = np.concatenate([self.x, np.asarray(x, dtype=np.float64)])
-        self.y = np.concatenate([self.y, np.asarray(y, dtype=np.float64)])
-        extra = len(self.y) - self.keep
+        n = len(x)
+        if self._hi + n > self._buf.shape[1]:
+            kept = self._hi - self._lo
+            if kept + n > self._buf.shape[1]:
+                self._buf = np.concatenate([self._buf, np.zeros((2, kept + n))], axis=1)
+            self._buf[:, :kept] = self._buf[:, self._lo : self._hi]
+            self._lo, self._hi = 0, kept
+        self._buf[0, self._hi : self._hi + n] = x
+        self._buf[1, self._hi : self._hi + n] = y
+        self._hi += n
+        extra = self._hi - self._lo - self.keep
         if extra > 0:
-            self.x, self.y = self.x[extra:], self.y[extra:]
+            self._lo += extra
             self.offset += extra
         oldest = self.offset
         self._fx = {k: v for k, v in self._fx.items() if k >= oldest}
@@ -193,8 +213,9 @@ class Listener:
 
     def clear(self) -> None:
         """Forget everything heard (a graph change made the past useless)."""
-        self.offset += len(self.y)
-        self.x, self.y = np.zeros(0), np.zeros(0)
+        self.offset = self.end
+        self._buf[:] = 0.0
+        self._lo = self._hi = 0
         self._fx.clear()
         self._fy.clear()
 
@@ -316,6 +337,7 @@ class _Fit:
         self.eff = float(np.sum(p / (p + eps)))  # bins that carry programme
         self.q = float(spec.power_y.sum())
         self.power = p
+        self.at = self.a[:, None] * self.t.T  # a T_i, bins x members: every column's shape, once
 
     def phasors(self, shifts: np.ndarray) -> np.ndarray:
         """exp(-j w u) for each shift, bins x shifts: the bins are contiguous, so a running product of one step
@@ -329,7 +351,7 @@ class _Fit:
 
     def columns(self, idx: Sequence[int], u: np.ndarray) -> np.ndarray:
         """a T_i exp(-j w u_i), one column per member in idx."""
-        return (self.a[:, None] * self.t[list(idx)].T) * self.phasors(u[list(idx)])
+        return self.at[:, list(idx)] * self.phasors(u[list(idx)])
 
     def residual(self, idx: Sequence[int], u: np.ndarray, g: np.ndarray) -> np.ndarray:
         if not len(idx):
@@ -345,12 +367,12 @@ class _Fit:
         return np.asarray(np.linalg.solve(a + lam * np.eye(len(idx)), rhs))
 
     def matched(self, i: int, r: np.ndarray) -> np.ndarray:
-        """Member i's matched filter over every shift (complex: real part the fit, magnitude the envelope),
-        scaled so its real part at the member's shift is the member's gain there."""
-        full = np.zeros(self.frame, dtype=complex)
-        full[self.bins] = self.a * np.conj(self.t[i]) * r
-        energy = float(np.sum(self.a**2 * np.abs(self.t[i]) ** 2)) or 1.0
-        return np.fft.ifft(full) * self.frame / energy
+        """Member i's matched filter over every shift (real: the fit), scaled so its value at the member's shift
+        is the member's gain there. A real inverse transform: half the cost of the analytic signal."""
+        half = np.zeros(self.frame // 2 + 1, dtype=complex)
+        half[self.bins] = self.at[:, i].conj() * r
+        energy = float(np.sum(np.abs(self.at[:, i]) ** 2)) or 1.0
+        return np.fft.irfft(half, self.frame) * (self.frame / 2) / energy
 
     def weighted_energy(self, i: int) -> float:
         return float(np.sum(self.a**2 * np.abs(self.t[i]) ** 2))
@@ -358,11 +380,30 @@ class _Fit:
     def whitened(self, i: int, r: np.ndarray, beta: float = WHITEN) -> np.ndarray:
         """Member i's matched filter, partly whitened: programme with a few strong bands (bass, held notes) gives
         broad correlation lobes; dividing them down makes a moved member's peak stand out of them."""
-        weight = self.a**2 * np.abs(self.t[i]) ** 2
+        weight = np.abs(self.at[:, i]) ** 2
         d = np.power(weight + 1e-2 * float(weight.mean() or 1.0), beta)
-        full = np.zeros(self.frame, dtype=complex)
-        full[self.bins] = self.a * np.conj(self.t[i]) * r / d
-        return np.fft.ifft(full) * self.frame / (float(np.sum(weight / d)) or 1.0)
+        # Its envelope only is used, to find where to look: on every second shift (the band ends at a quarter of
+        # the rate, so the analytic signal sampled at half the rate loses nothing), a transform half as long.
+        n = self.frame // 2
+        full = np.zeros(n, dtype=complex)
+        keep = self.bins < n
+        full[self.bins[keep]] = (self.at[:, i].conj() * r / d)[keep]
+        env = np.fft.ifft(full) * n / (float(np.sum(weight / d)) or 1.0)
+        return np.repeat(env, 2)  # back on every shift: the coarse search's resolution is two samples
+
+    def _normal(self, cols: np.ndarray, g: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """J^T J and J^T r (real parts) of the residual's Jacobian in shifts then gains, J = [j w c_k g_k | -c_k],
+        from three small products of the columns (never the bins x 2m Jacobian itself: 5x cheaper)."""
+        w = cols * self.omega[:, None]
+        ch = cols.conj().T
+        s0, s1, s2 = ch @ cols, ch @ w, w.conj().T @ w
+        v0, v1 = ch @ r, w.conj().T @ r
+        gg = np.outer(g, g)
+        h11 = gg * s2.real
+        h12 = -g[:, None] * s1.imag
+        h = np.block([[h11, h12], [h12.T, s0.real]])
+        grad = np.concatenate([g * v1.imag, -v0.real])
+        return h, grad
 
     def refine(self, idx: list[int], u: np.ndarray, g: np.ndarray, iterations: int = 10) -> tuple[np.ndarray, ...]:
         """Levenberg-Marquardt on every shift and gain of `idx` together; returns u, g, covariance, cost."""
@@ -373,9 +414,7 @@ class _Fit:
         r = self.c - cols @ g[idx]
         cost = float(np.vdot(r, r).real)
         for _ in range(iterations):
-            jac = np.concatenate([1j * self.omega[:, None] * cols * g[idx], -cols], axis=1)
-            h = (jac.conj().T @ jac).real
-            grad = (jac.conj().T @ r).real
+            h, grad = self._normal(cols, g[idx], r)
             accepted = False
             while mu <= 1e6:
                 step = -np.linalg.solve(h + mu * np.diag(np.diag(h) + 1e-30), grad)
@@ -394,8 +433,7 @@ class _Fit:
                 mu *= 10
             if not accepted or np.max(np.abs(step[:m])) < 1e-3:
                 break
-        jac = np.concatenate([1j * self.omega[:, None] * cols * g[idx], -cols], axis=1)
-        h = (jac.conj().T @ jac).real
+        h, _ = self._normal(cols, g[idx], r)
         dof = max(1.0, 2 * self.eff - 2 * m)
         try:
             cov = np.linalg.inv(h) * (cost / dof) * VARIANCE_FACTOR
@@ -502,21 +540,21 @@ def estimate(
         changed = False
         for i in order:
             r = fit.residual(sorted(active - {i}), u, g)
-            mf, white = fit.matched(i, r), fit.whitened(i, r)
+            mf, white = fit.matched(i, r), np.abs(fit.whitened(i, r))
             energy = fit.weighted_energy(i)
             best_local = (-1.0, 0, 0.0)  # (gain, shift, rival)
             if i in expected and i not in wide:
-                shift, rival = _best_cycle(mf.real, expected[i], LOCAL)
-                best_local = (float(mf.real[shift % spec.frame]), shift, rival)
+                shift, rival = _best_cycle(mf, expected[i], LOCAL)
+                best_local = (float(mf[shift % spec.frame]), shift, rival)
             if i in wide:  # unsure where: the best peak near the prediction, none preferred
                 within = (expected[i] - half[i], expected[i] + half[i])
-                k, _, pk = _global_peak(np.abs(white), limit, None, within)
-                far_shift, far_rival = _best_cycle(mf.real, k, 6)
-                far_rival = max(far_rival, _rival_peak(np.abs(white), k, within))
+                k, _, pk = _global_peak(white, limit, None, within)
+                far_shift, far_rival = _best_cycle(mf, k, 6)
+                far_rival = max(far_rival, _rival_peak(white, k, within))
             else:
-                k, _, pk = _global_peak(np.abs(white), limit, expected.get(i))
-                far_shift, far_rival = _best_cycle(mf.real, k, 6)
-            far_gain = float(mf.real[far_shift % spec.frame])
+                k, _, pk = _global_peak(white, limit, expected.get(i))
+                far_shift, far_rival = _best_cycle(mf, k, 6)
+            far_gain = float(mf[far_shift % spec.frame])
             peaks[i] = pk
             red_local = max(best_local[0], 0.0) ** 2 * energy
             red_far = max(far_gain, 0.0) ** 2 * energy if pk >= MIN_PEAK_DB else 0.0

@@ -55,6 +55,10 @@ class Run:
     naive: list[tuple[float, float]] = field(default_factory=list)  # (t, strongest peak lag, samples)
     statuses: dict[str, int] = field(default_factory=dict)
     cpu_s: float = 0.0
+    cal: list[float] = field(default_factory=list)  # each member's arrival as calibration measured it (samples)
+    marks: list[tuple[float, str]] = field(default_factory=list)  # (seconds, programme kind)
+    truth: list[tuple[float, list[float]]] = field(default_factory=list)  # per block: (x energy, arrivals mid-block)
+    errors: list[tuple[str, str, float, float]] = field(default_factory=list)  # (kind, status, error, sigma)
 
 
 def calibrated(seed: int, kind_or_playlist: str, seconds: float) -> Run:
@@ -80,7 +84,8 @@ def calibrated(seed: int, kind_or_playlist: str, seconds: float) -> Run:
     ctl = control.Controller(delays, [d + a for d, a in zip(delays, arrivals, strict=True)], RATE)
     bank = estimate.bank(templates)
     start = [scene.arrival(i) for i in range(MEMBERS)]
-    return Run(scene, ctl, bank, estimate.Listener(RATE), start)
+    cal = [d + a for d, a in zip(delays, arrivals, strict=True)]
+    return Run(scene, ctl, bank, estimate.Listener(RATE), start, cal=cal, marks=list(marks))
 
 
 def reference_level(
@@ -117,7 +122,12 @@ def step(run: Run, blocks: int, naive_every: int = 1, events: dict[int, Any] | N
     for b in range(blocks):
         if events and b in events:
             events[b](run)
+        mid = [
+            run.cal[i] + scene.arrival(i) - run.start[i] + scene.speakers[i].drift_ppm * 1e-6 * scene.block / 2
+            for i in range(MEMBERS)
+        ]
         x, y = scene.render()
+        run.truth.append((float(np.sum(x.astype(np.float64) ** 2)), mid))
         t0 = time.process_time()
         run.listener.feed(x, y)
         run.cpu_s += time.process_time() - t0
@@ -134,8 +144,11 @@ def step(run: Run, blocks: int, naive_every: int = 1, events: dict[int, Any] | N
         guess = ctl.predicted((lst.end - window) / RATE, lst.end / RATE)
         base = estimate.base_for(guess, run.bank)
         spec = lst.spectra(base)
-        predicted = ctl.predicted(spec.start / RATE, spec.stop / RATE, spec.middle / RATE)
-        est = estimate.estimate(spec, run.bank, predicted, ctl.gains(), ctl.spread(spec.middle / RATE))
+        at = spec.middle / RATE
+        predicted = ctl.predicted(spec.start / RATE, spec.stop / RATE, at)
+        motion = ctl.motion([f / RATE for f in spec.frame_at], at)
+        est = estimate.estimate(spec, run.bank, predicted, ctl.gains(), ctl.spread(at), motion)
+        record_errors(run, est, spec)
         for c in ctl.update(est, now):
             scene.delays[c.member] = c.delay
         run.cpu_s += time.process_time() - t0
@@ -146,6 +159,47 @@ def step(run: Run, blocks: int, naive_every: int = 1, events: dict[int, Any] | N
             ys = lst.y[-window:]
             if np.any(xs):
                 run.naive.append((now, naive_lag(xs, ys, int(0.6 * RATE))))
+
+
+def record_errors(run: Run, est: estimate.Estimate, spec: estimate.Spectra) -> None:
+    """Each member's estimated arrival against the truth over the window (the simulation's arrivals, weighted by
+    the programme's energy block by block, as the fit weighs them), with the sigma it claimed."""
+    if not est.seen:
+        return
+    blocks = run.truth[spec.start // acoustic.BLOCK : -(-spec.stop // acoustic.BLOCK)]
+    energy = np.array([e for e, _ in blocks])
+    if not len(blocks) or energy.sum() <= 0:
+        return
+    arrivals = np.array([a for _, a in blocks])
+    truth = (energy[:, None] * arrivals).sum(axis=0) / energy.sum()
+    moving = np.ptp(arrivals, axis=0) > 2.0  # a correction or drift of more than 2 samples within the window
+    t = spec.middle / RATE
+    kind = next((k for at, k in reversed(run.marks) if at <= t), "?")
+    for i, m in enumerate(est.members):
+        if m.status in ("ok", "uncertain") and math.isfinite(m.arrival):
+            label = kind + ("~moving" if moving[i] else "")
+            run.errors.append((label, m.status, float(m.arrival - truth[i]), float(m.sigma)))
+
+
+def sigma_check(errors: list[tuple[str, str, float, float]]) -> dict[str, Any]:
+    """How honest the reported sigma is, per programme kind and status: the robust scale of error/sigma (1.0:
+    honest; the variance is off by its square), the share beyond 3 sigma, and the errors themselves (samples)."""
+    out: dict[str, Any] = {}
+    for kind in sorted({k for k, _, _, _ in errors}):
+        for status in ("ok", "uncertain"):
+            rows = [(e, s) for k, st, e, s in errors if k == kind and st == status and math.isfinite(s) and s > 0]
+            if len(rows) < 5:
+                continue
+            err = np.array([e for e, _ in rows])
+            z = err / np.array([s for _, s in rows])
+            out[f"{kind}:{status}"] = {
+                "n": len(rows),
+                "z_scale": round(float(1.4826 * np.median(np.abs(z))), 3),
+                "beyond_3_sigma": round(float(np.mean(np.abs(z) > 3)), 4),
+                "abs_error_median": round(float(np.median(np.abs(err))), 3),
+                "abs_error_p99": round(float(np.percentile(np.abs(err), 99)), 2),
+            }
+    return out
 
 
 def spread(offsets: list[float], present: list[bool]) -> float:
@@ -191,6 +245,7 @@ def jump(seed: int) -> dict[str, Any]:
         "corrections": len(run.ctl.corrections),
         "naive": naive_summary(run, t_jump, who),
         "cpu": run.cpu_s,
+        "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
     }
@@ -236,6 +291,7 @@ def returning(seed: int) -> dict[str, Any]:
         "to_0.1ms_s": settle_time(run, t_back, 0.1),
         "naive": naive_summary(run, t_back, who),
         "cpu": run.cpu_s,
+        "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
     }
@@ -267,6 +323,7 @@ def drift(seed: int, minutes: float) -> dict[str, Any]:
         "largest_drift_step_ms": round(largest / (RATE / 1000), 4),
         "uncorrected_spread_ms": round(uncorrected, 1),
         "cpu": run.cpu_s,
+        "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
     }
@@ -282,6 +339,7 @@ def steady(seed: int, minutes: float) -> dict[str, Any]:
         "corrections": len(run.ctl.corrections),
         "max_spread_ms": round(max(spreads), 4),
         "cpu": run.cpu_s,
+        "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
     }
@@ -318,6 +376,7 @@ def main() -> None:
         },
     }
     cpu, audio = 0.0, 0.0
+    errors: list[tuple[str, str, float, float]] = []
     t_start = time.time()
     for name in args.scenarios:
         rows = []
@@ -331,6 +390,7 @@ def main() -> None:
             else:
                 row = steady(s, args.minutes)
             cpu += row.pop("cpu")
+            errors += row.pop("errors")
             audio += row["audio_s"]
             rows.append(row)
             print(f"{name} seed {s}: {json.dumps(row)}", file=sys.stderr, flush=True)
@@ -348,6 +408,12 @@ def main() -> None:
             out["corrections"] = sum(r["corrections"] for r in rows)
             out["max_spread_ms"] = max(r["max_spread_ms"] for r in rows)
         report[name] = out
+    report["sigma_check"] = {
+        "variance_factor": estimate.VARIANCE_FACTOR,
+        "by_kind_and_status": sigma_check(errors),
+        "still_ok": sigma_check([("still", st, e, sd) for k, st, e, sd in errors if "~" not in k]).get("still:ok"),
+        "moving_ok": sigma_check([("moving", st, e, sd) for k, st, e, sd in errors if "~" in k]).get("moving:ok"),
+    }
     report["cpu_percent_of_one_core"] = round(100 * cpu / audio, 2) if audio else None
     report["wall_s"] = round(time.time() - t_start, 1)
     print(json.dumps(report, indent=1))

@@ -45,6 +45,8 @@ class Settings:
     rate_walk_ppm: float = 0.2  # per sqrt(s): how fast a drift rate may change
     rate_prior_ppm: float = 150.0  # drift rates are this large at most, at first
     reacquire_ms: float = 0.25  # a prediction less sure than this (one sd) is re-found: two windows must agree
+    follow_uncertain: bool = True  # unsure (not ambiguous) estimates follow a member already found
+    lead_s: float = 0.5  # corrections aim this far ahead (half the time between windows): drift is split around 0
     coast_s: float = 8.0  # a member seen this lately, its drift known, is followed through windows it sat out
 
 
@@ -147,6 +149,18 @@ class Controller:
         del t
         return total / (b - a) if b > a else self.delay(i)
 
+    def _smear(self, i: int, a: float, b: float) -> float:
+        """How far the member's arrival moved within the window a..b (samples): its drift as known and its
+        delay's changes. The estimate fits one place to it; the spread of places is the measurement's own error
+        beyond what the fit can see (uniform: variance smear^2 / 12)."""
+        m = self.members[i]
+        moved = abs(m.rate) * (b - a)
+        hist = m.history
+        for k in range(1, len(hist)):
+            if a <= hist[k][0] <= b:
+                moved += abs(hist[k][1] - hist[k - 1][1])
+        return moved
+
     def _changed_within(self, i: int, a: float, b: float) -> bool:
         """A large change of the member's delay between a and b."""
         hist = self.members[i].history
@@ -161,7 +175,27 @@ class Controller:
         mid = (start + stop) / 2 if at is None else at
         out: list[float | None] = []
         for i, m in enumerate(self.members):
-            out.append(None if m.state != "tracking" else self._mean_delay(i, start, stop) + m.latency_at(mid))
+            delay = self._mean_delay(i, start, stop) if at is None else self.delay_at(i, at)
+            out.append(None if m.state != "tracking" else delay + m.latency_at(mid))
+        return out
+
+    def delay_at(self, i: int, t: float) -> float:
+        """The member's delay at time t (seconds), from its history."""
+        d = self.members[i].history[0][1]
+        for since, value in self.members[i].history:
+            if since <= t:
+                d = value
+        return d
+
+    def motion(self, frames: Sequence[float], at: float) -> np.ndarray:
+        """Members x frames: how far each member's arrival is at each frame time (seconds) from where it is at
+        `at`, by what the controller knows: its own corrections and each member's measured drift."""
+        out = np.zeros((len(self.members), len(frames)))
+        for i, m in enumerate(self.members):
+            if m.state != "tracking":
+                continue
+            ref = self.delay_at(i, at)
+            out[i] = [self.delay_at(i, t) - ref + m.rate * (t - at) for t in frames]
         return out
 
     def spread(self, at: float) -> list[float]:
@@ -194,10 +228,21 @@ class Controller:
         mid = est.at / self.rate if a <= est.at / self.rate <= b else (a + b) / 2
         fresh = set()
         for i, (m, e) in enumerate(zip(self.members, est.members, strict=True)):
-            if m.state == "away" or e.status != "ok" or self._changed_within(i, a, b):
+            if m.state == "away" or (not est.compensated and self._changed_within(i, a, b)):
                 continue
-            z = e.arrival - self._mean_delay(i, a, b)
-            var = max(e.sigma, self.s.sigma_floor_ms * self.ms) ** 2
+            if est.compensated:  # measured at the centre, the member's own moves taken out
+                z = e.arrival - self.delay_at(i, mid)
+                var = max(e.sigma, self.s.sigma_floor_ms * self.ms) ** 2
+            else:
+                z = e.arrival - self._mean_delay(i, a, b)
+                var = max(e.sigma, self.s.sigma_floor_ms * self.ms) ** 2 + self._smear(i, a, b) ** 2 / 12
+            if e.status == "uncertain" and not e.moved and not e.ambiguous and self.s.follow_uncertain:
+                # Sparse programme: not sure enough to find a member, sure enough to follow one already found.
+                if self._follow(m, mid, z, var):
+                    fresh.add(i)
+                continue
+            if e.status != "ok":
+                continue
             m.gain = 0.8 * m.gain + 0.2 * e.gain
             if self._measure(m, mid, z, var):
                 fresh.add(i)
@@ -240,6 +285,22 @@ class Controller:
         m.latency += gain[0] * innovation
         m.rate += gain[1] * innovation
         m.cov = m.cov - np.outer(gain, m.cov[0, :])
+
+    def _follow(self, m: Member, t: float, z: float, var: float) -> bool:
+        """An unsure measurement, used only to follow a member whose place is known: taken when it agrees with
+        the prediction (3 sd of both), never to find, re-find or move a member far (that needs sure windows)."""
+        if m.state != "tracking" or m.last_seen is None:
+            return False
+        dt = max(0.0, t - m.t)
+        p00 = m.cov[0, 0] + 2 * dt * m.cov[0, 1] + dt * dt * m.cov[1, 1]
+        if p00 > (self.s.reacquire_ms * self.ms) ** 2 or var > (self.s.reacquire_ms * self.ms / 2) ** 2:
+            return False
+        if abs(z - m.latency_at(t)) > 3 * math.sqrt(p00 + var):
+            return False
+        self._predict(m, t)
+        self._kalman(m, z, var)
+        m.last_seen, m.sigma = t, math.sqrt(var)
+        return True
 
     def _confirm(self, m: Member, t: float, z: float, var: float, returning: bool) -> bool:
         """A jump (or a return) is believed when `confirm` windows in a row put the member at one place."""
@@ -287,7 +348,8 @@ class Controller:
     def _decide(self, now: float, fresh: set[int]) -> list[Correction]:
         """Corrections for the members measured just now (`fresh`), or measured lately with their drift known
         (`_coasting`); only ever after a window that saw (`update` returns early otherwise)."""
-        target = self._target(now)
+        aim = now + self.s.lead_s  # drift is corrected for the middle of the time until the next window
+        target = self._target(aim)
         if target is None:
             return []
         out = []
@@ -295,7 +357,7 @@ class Controller:
             if m.state != "tracking" or not (i in fresh or self._coasting(m, now)):
                 continue
             current = self.delay(i)
-            gap = target - m.latency_at(now) - current
+            gap = target - m.latency_at(aim) - current
             sure = math.sqrt(max(m.cov[0, 0], 0.0))
             if abs(gap) > self.s.jump_ms * self.ms:
                 change, reason = gap, "jump"

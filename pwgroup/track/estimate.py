@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -40,9 +40,14 @@ SILENT_DBFS = -70.0  # the group signal's in-band RMS under this: nothing to lis
 MIN_MIC_SNR_DB = -3.0  # music at the microphone (as fitted, which under-counts it by a few dB) against the rest
 MIN_PEAK_DB = 14.0  # a member found away from its prediction must stand this far out of the matched filter
 MIN_GAIN = 0.35  # a member heard at less than this share of its calibrated level is not heard
-OK_SIGMA = 2.0  # samples: an arrival less sure than this is reported as uncertain
+OK_SIGMA = 1.0  # samples (sd, calibrated scale): an arrival less sure than this is reported as uncertain
 AMBIGUOUS = 0.85  # a rival cycle this close to the best one: narrow-band programme, the cycle is a guess
-VARIANCE_FACTOR = 16.0  # Welch bins are not independent and the model's error is not noise: widen the variance
+# Welch bins are not independent and the model's error is not noise: the fit's variance times this. Calibrated on
+# bench/tracking.py's own errors (seeds 2-3, 1.5 min, every scenario; windows where the member's arrival held
+# still): error/sigma had a robust scale (1.4826 x median |z|) of 0.367 at 16.0, so 16 x 0.367^2 = 2.2; 0.5 % of
+# those windows were beyond 3 sigma. A member moving within the window (drift, a correction) is not one shift:
+# the controller adds that smear (control.py), the estimator cannot see it.
+VARIANCE_FACTOR = 2.2
 FAST_GAIN = 0.7  # every member at least this loud where expected: steady playback, no search
 FAR_FACTOR = 2.0  # a member moves far only where its response explains this many times more than near
 WHITEN = 0.7  # how far the search filter is whitened (0: plain matched filter, 1: phase only)
@@ -124,6 +129,8 @@ class Spectra:
     power_y: np.ndarray
     rate: int = RATE
     centre: float | None = None  # the group signal's energy-weighted middle of the frames (absolute sample)
+    frame_at: tuple[int, ...] = ()  # each frame's middle (absolute sample, microphone timeline)
+    frame_power: np.ndarray | None = None  # each frame's group-signal power on the bins, frames x bins
 
     @property
     def middle(self) -> float:
@@ -239,6 +246,7 @@ class Listener:
         frames, lo, hi = 0, last + self.frame, last
         at = last
         weight, moment = 0.0, 0.0
+        mids, powers = [], []
         while at >= first:
             fy = self._fft(self._fy, self.y, at)
             fx = self._fft(self._fx, self.x, at - base)
@@ -250,11 +258,14 @@ class Listener:
             py += fy.real**2 + fy.imag**2
             e = float(p.sum())
             weight, moment = weight + e, moment + e * (at + self.frame / 2)
+            mids.append(at + self.frame // 2)
+            powers.append(p)
             frames += 1
             lo, hi = at, max(hi, at + self.frame)
             at -= self.hop
         centre = moment / weight if weight > 0 else None
-        return Spectra(base, lo, hi, frames, self.frame, self.bins, cross, px, py, self.rate, centre)
+        fp = np.array(powers) if powers else None
+        return Spectra(base, lo, hi, frames, self.frame, self.bins, cross, px, py, self.rate, centre, tuple(mids), fp)
 
 
 @dataclass(frozen=True)
@@ -294,6 +305,7 @@ class MemberEstimate:
     gain: float  # level against calibration's (1.0: as calibrated)
     peak_db: float  # the member's matched-filter peak over that filter's noise
     moved: bool = False  # found away from where it was predicted
+    ambiguous: bool = False  # another cycle or place fits nearly as well: uncertain which, not just how exactly
 
     @property
     def seen(self) -> bool:
@@ -311,6 +323,7 @@ class Estimate:
     frames: int = 0
     span: tuple[int, int] = (0, 0)  # absolute samples (microphone timeline) the window covers
     extra: dict[str, float] = field(default_factory=dict)
+    compensated: bool = False  # measured with the members' known moves taken out (arrivals at the centre)
 
     @property
     def seen(self) -> bool:
@@ -324,7 +337,7 @@ def _not(status: MemberStatus) -> MemberEstimate:
 class _Fit:
     """The weighted least-squares problem of one window."""
 
-    def __init__(self, spec: Spectra, templates: Bank) -> None:
+    def __init__(self, spec: Spectra, templates: Bank, motion: np.ndarray | None = None) -> None:
         p = spec.power_x
         eps = 1e-3 * float(p.mean() or 1.0)
         scale = 1.0 / np.sqrt(p + eps)
@@ -338,6 +351,17 @@ class _Fit:
         self.q = float(spec.power_y.sum())
         self.power = p
         self.at = self.a[:, None] * self.t.T  # a T_i, bins x members: every column's shape, once
+        if motion is not None and spec.frame_power is not None:
+            # A member whose arrival moves within the window by known amounts (its delay corrected, its clock's
+            # drift as known): frame k's cross-spectrum carries exp(-j w d_k), so its column's power is the
+            # frames' powers each turned by its own offset, not their plain sum; the fit then measures the
+            # member at the window's centre instead of a blur of places.
+            for i in range(self.t.shape[0]):
+                d = motion[i]
+                if not np.any(np.abs(d) > 0.05):
+                    continue
+                turned = (spec.frame_power.T * self.phasors(d)).sum(axis=1)
+                self.at[:, i] = turned * scale * self.t[i]
 
     def phasors(self, shifts: np.ndarray) -> np.ndarray:
         """exp(-j w u) for each shift, bins x shifts: the bins are contiguous, so a running product of one step
@@ -475,13 +499,29 @@ def estimate(
     predicted: Sequence[float | None],
     gains: Sequence[float] | None = None,
     spread: Sequence[float] | None = None,
+    motion: np.ndarray | None = None,
 ) -> Estimate:
     """Every member's arrival in one window. `predicted`: where each member is expected (samples after the
     group signal; None: unknown, look everywhere); `gains`: each member's level last seen (default 1.0);
     `spread`: how unsure each prediction is (standard deviation, samples; default: sure to within LOCAL/4). A
     member whose prediction is unsure (the tracker was blind while its clock drifted) is looked for over 4
     standard deviations either side with no preference for the prediction: with every member arriving at one
-    time, the others' sound fits a missing member's template at the stale place well enough to pass for it."""
+    time, the others' sound fits a missing member's template at the stale place well enough to pass for it.
+    `motion`: members x frames, how far each member's arrival is, in each frame of `spec` (`spec.frame_at`),
+    from where it is at the window's centre (`spec.middle`), as the caller knows it (its own corrections, the
+    drift it has measured); the arrivals returned are then each member's at the centre."""
+    result = _estimate(spec, templates, predicted, gains, spread, motion)
+    return replace(result, compensated=True) if motion is not None and result.seen else result
+
+
+def _estimate(
+    spec: Spectra,
+    templates: Bank,
+    predicted: Sequence[float | None],
+    gains: Sequence[float] | None,
+    spread: Sequence[float] | None,
+    motion: np.ndarray | None,
+) -> Estimate:
     n = templates.members
     if len(predicted) != n or (spread is not None and len(spread) != n):
         raise ValueError("one prediction per template")
@@ -498,7 +538,7 @@ def estimate(
             spec.frames,
             (spec.start, spec.stop),
         )
-    fit = _Fit(spec, templates)
+    fit = _Fit(spec, templates, motion)
     prior = np.array([1.0] * n if gains is None else [max(0.0, float(v)) for v in gains])
     known = [i for i in range(n) if predicted[i] is not None and math.isfinite(float(predicted[i] or 0.0))]
     u = np.zeros(n)
@@ -632,8 +672,9 @@ def _finish(
         var = float(cov[k, k])
         sigma = math.sqrt(var) if math.isfinite(var) and var >= 0 else math.inf
         arrival = spec.base + float(u[i]) + float(templates.arrivals[i])
-        status: MemberStatus = "uncertain" if sigma > OK_SIGMA or rivals[i] > AMBIGUOUS else "ok"
-        out.append(MemberEstimate(status, arrival, sigma, gain, float(peaks[i]), i in moved))
+        ambiguous = bool(rivals[i] > AMBIGUOUS)
+        status: MemberStatus = "uncertain" if sigma > OK_SIGMA or ambiguous else "ok"
+        out.append(MemberEstimate(status, arrival, sigma, gain, float(peaks[i]), i in moved, ambiguous))
     span = (spec.start, spec.stop)
     return Estimate("ok", spec.middle, tuple(out), mic_snr, x_db, "", spec.frames, span, {"cost": float(cost[0])})
 

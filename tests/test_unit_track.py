@@ -81,12 +81,15 @@ def test_small_moves_of_several_members_are_each_measured() -> None:
     assert all(m.status == "ok" and not m.moved for m in est.members)
 
 
-def test_sparse_tonal_programme_finds_the_move_or_says_it_is_unsure() -> None:
-    est, truth = _mix(5, "tonal", {2: 37.0}, seconds=6.0)
-    assert est.status in ("ok", "noisy")
-    for i, m in enumerate(est.members):
-        if m.status == "ok":  # whatever it claims to see, it sees right
-            assert abs(m.arrival - truth[i]) < 2.0, (i, m.arrival - truth[i], m.sigma)
+@pytest.mark.parametrize("seed", [4, 5])
+def test_sparse_tonal_programme_says_it_cannot_tell_the_members_apart_and_changes_nothing(seed: int) -> None:
+    # A few held notes carry ~2 % of the band: estimates there were biased by samples or whole cycles while
+    # claiming sub-sample sigma, and in the bench two such windows agreed on a 3.5 ms "jump" that never happened.
+    est, _ = _mix(seed, "tonal", {2: 37.0}, seconds=6.0)
+    assert est.status == "sparse" and "too sparse" in est.reason
+    assert not any(m.seen for m in est.members)
+    ctl = control.Controller([0.0] * 8, [1000.0] * 8)
+    assert ctl.update(est, 6.0) == [] and ctl.seeing == "sparse"
 
 
 def test_a_reverberant_room_gives_sub_sample_arrivals() -> None:

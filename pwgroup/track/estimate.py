@@ -50,9 +50,10 @@ AMBIGUOUS = 0.85  # a rival cycle this close to the best one: narrow-band progra
 VARIANCE_FACTOR = 2.2
 FAST_GAIN = 0.7  # every member at least this loud where expected: steady playback, no search
 FAR_FACTOR = 2.0  # a member moves far only where its response explains this many times more than near
+SPARSE_BINS = 0.1  # a window whose programme carries fewer than this share of the band's bins is sparse
 WHITEN = 0.7  # how far the search filter is whitened (0: plain matched filter, 1: phase only)
 
-WindowStatus = Literal["ok", "silent", "noisy"]
+WindowStatus = Literal["ok", "silent", "noisy", "sparse"]
 MemberStatus = Literal["ok", "uncertain", "not-heard", "not-seen"]
 
 
@@ -538,6 +539,24 @@ def _estimate(
             spec.frames,
             (spec.start, spec.stop),
         )
+    p = spec.power_x
+    carrying = float(np.sum(p / (p + 1e-3 * float(p.mean() or 1.0))))  # as _Fit.eff
+    if carrying < SPARSE_BINS * len(spec.bins):
+        # A few held notes: each member's template is seen at a handful of frequencies, too few to tell eight
+        # members apart or to choose between cycles (measured: 110-200 of 8000 bins carry sparse tonal passages,
+        # 6000 speech, 7900 pop; estimates there were biased by several samples and sometimes whole cycles
+        # while claiming sub-sample sigma). Blind, as in silence: nothing changes until the music fills out.
+        why = f"the programme is too sparse to tell the members apart ({carrying:.0f} of {len(spec.bins)} bins)"
+        return Estimate(
+            "sparse",
+            spec.middle,
+            tuple(_not("not-seen") for _ in range(n)),
+            -math.inf,
+            x_db,
+            why,
+            spec.frames,
+            (spec.start, spec.stop),
+        )
     fit = _Fit(spec, templates, motion)
     prior = np.array([1.0] * n if gains is None else [max(0.0, float(v)) for v in gains])
     known = [i for i in range(n) if predicted[i] is not None and math.isfinite(float(predicted[i] or 0.0))]
@@ -676,7 +695,8 @@ def _finish(
         status: MemberStatus = "uncertain" if sigma > OK_SIGMA or ambiguous else "ok"
         out.append(MemberEstimate(status, arrival, sigma, gain, float(peaks[i]), i in moved, ambiguous))
     span = (spec.start, spec.stop)
-    return Estimate("ok", spec.middle, tuple(out), mic_snr, x_db, "", spec.frames, span, {"cost": float(cost[0])})
+    extra = {"cost": float(cost[0]), "bins_with_programme": fit.eff}
+    return Estimate("ok", spec.middle, tuple(out), mic_snr, x_db, "", spec.frames, span, extra)
 
 
 def _rival_peak(env: np.ndarray, k: int, within: tuple[float, float]) -> float:

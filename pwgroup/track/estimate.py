@@ -456,7 +456,7 @@ class _Fit:
                     accepted = True
                     break
                 mu *= 10
-            if not accepted or np.max(np.abs(step[:m])) < 1e-3:
+            if not accepted or np.max(np.abs(step[:m])) < 1e-2:  # a hundredth of a sample: far inside sigma
                 break
         h, _ = self._normal(cols, g[idx], r)
         dof = max(1.0, 2 * self.eff - 2 * m)

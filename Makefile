@@ -42,20 +42,16 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy pwgroup
 
-# The suite on this machine's stack, then on the other Debian stack (Debian 13's in a trixie root on Debian 12, Debian
-# 12's in a bookworm root on Debian 13: tests/stack.py makes the root once and reuses it), then the soak, deselected by
-# default (pyproject's addopts), on its own at the reduced count. Each run ends with a line naming its stack; all
-# three run even when one fails, and the target fails if any did.
+# The suite on this machine's stack and its soak (deselected by default by pyproject's addopts, run on its own at the
+# reduced count), then the suite on the other Debian stack (Debian 13's in a trixie root on Debian 12, Debian 12's in
+# a bookworm root on Debian 13): tests/stack.py makes that root once and reuses it. The root is built in the
+# background while lint and the unit tests run (they time nothing); the tests that start sound servers wait for it,
+# as timing tests fail beside a build on 2 cores. Each run ends with a line naming its stack; every part runs even
+# when one fails, and the target fails if any did.
 SOAK_CYCLES ?= 24
-test: lint
-	@echo "== the suite on this machine's stack"; \
-	$(PY) -m pytest -q -p no:cacheprovider; here=$$?; \
-	echo "== the suite on the other Debian stack (tests/stack.py)"; \
-	$(SUDO) python3 tests/stack.py -q -p no:cacheprovider; other=$$?; \
-	echo "== the soak ($(SOAK_CYCLES) cycles) on this machine's stack"; \
-	PWGROUP_SOAK_CYCLES=$(SOAK_CYCLES) $(PY) -m pytest -q -p no:cacheprovider -m slow; soak=$$?; \
-	echo "== exit status: this stack $$here, the other stack $$other, soak $$soak"; \
-	[ $$here = 0 ] && [ $$other = 0 ] && [ $$soak = 0 ]
+HOST_TESTS := $(PY) -m pytest -q -p no:cacheprovider
+test: setup
+	@( $(SUDO) python3 tests/stack.py --build-only > .stack-build.log 2>&1 ) & build=$$!; 	echo "== lint"; $(MAKE) --no-print-directory lint; lint=$$?; 	echo "== the unit tests on this machine's stack (the other stack's root is built meanwhile)"; 	$(HOST_TESTS) -m unit; unit=$$?; 	wait $$build; built=$$?; [ $$built = 0 ] || { echo "tests/stack.py could not build the other stack:"; tail -20 .stack-build.log; }; 	echo "== the rest of the suite on this machine's stack"; 	$(HOST_TESTS) -m 'not unit and not slow'; here=$$?; 	echo "== the soak ($(SOAK_CYCLES) cycles) on this machine's stack"; 	PWGROUP_SOAK_CYCLES=$(SOAK_CYCLES) $(HOST_TESTS) -m slow; soak=$$?; 	echo "== the suite on the other Debian stack (tests/stack.py)"; 	$(SUDO) python3 tests/stack.py -q -p no:cacheprovider; other=$$?; 	echo "== exit status: lint $$lint, unit $$unit, this stack $$here, soak $$soak, the other stack $$other"; 	[ $$lint = 0 ] && [ $$unit = 0 ] && [ $$here = 0 ] && [ $$soak = 0 ] && [ $$other = 0 ]
 
 bench: setup
 	$(PY) bench/delays.py

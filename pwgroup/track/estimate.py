@@ -50,7 +50,8 @@ AMBIGUOUS = 0.85  # a rival cycle this close to the best one: narrow-band progra
 VARIANCE_FACTOR = 2.2
 FAST_GAIN = 0.7  # every member at least this loud where expected: steady playback, no search
 FAR_FACTOR = 2.0  # a member moves far only where its response explains this many times more than near
-SPARSE_BINS = 0.1  # a window whose programme carries fewer than this share of the band's bins is sparse
+SPARSE_BINS = 0.1  # a frame (window) whose programme carries fewer than this share of the band's bins is sparse
+MIN_FRAMES = 8  # Welch frames (of ~20 in a window) with music enough to tell members apart, or nothing is said
 WHITEN = 0.7  # how far the search filter is whitened (0: plain matched filter, 1: phase only)
 
 WindowStatus = Literal["ok", "silent", "noisy", "sparse"]
@@ -132,6 +133,8 @@ class Spectra:
     centre: float | None = None  # the group signal's energy-weighted middle of the frames (absolute sample)
     frame_at: tuple[int, ...] = ()  # each frame's middle (absolute sample, microphone timeline)
     frame_power: np.ndarray | None = None  # each frame's group-signal power on the bins, frames x bins
+    dropped_sparse: int = 0  # frames left out: their programme too sparse to tell members apart
+    dropped_silent: int = 0  # ... or silent
 
     @property
     def middle(self) -> float:
@@ -248,25 +251,52 @@ class Listener:
         at = last
         weight, moment = 0.0, 0.0
         mids, powers = [], []
+        sparse = silent = 0
+        floor = 10 ** (SILENT_DBFS / 10) * self.frame * 3 * self.frame / 16  # a frame's power sum at SILENT_DBFS
         while at >= first:
             fy = self._fft(self._fy, self.y, at)
             fx = self._fft(self._fx, self.x, at - base)
             if fy is None or fx is None:
                 break
-            cross += fy * np.conj(fx)
             p = fx.real**2 + fx.imag**2
+            start, at = at, at - self.hop
+            lo, hi = start, max(hi, start + self.frame)
+            # Frames of silence or of a few held notes are left out: a window straddling a pop track's end and a
+            # sparse passage measured a blend, several samples off while claiming a fraction of one.
+            total = float(p.sum())
+            if total < floor:
+                silent += 1
+                continue
+            if float(np.sum(p / (p + 1e-3 * total / len(p)))) < SPARSE_BINS * n:
+                sparse += 1
+                continue
+            cross += fy * np.conj(fx)
             px += p
             py += fy.real**2 + fy.imag**2
             e = float(p.sum())
-            weight, moment = weight + e, moment + e * (at + self.frame / 2)
-            mids.append(at + self.frame // 2)
+            weight, moment = weight + e, moment + e * (start + self.frame / 2)
+            mids.append(start + self.frame // 2)
             powers.append(p)
             frames += 1
-            lo, hi = at, max(hi, at + self.frame)
-            at -= self.hop
         centre = moment / weight if weight > 0 else None
         fp = np.array(powers) if powers else None
-        return Spectra(base, lo, hi, frames, self.frame, self.bins, cross, px, py, self.rate, centre, tuple(mids), fp)
+        return Spectra(
+            base,
+            lo,
+            hi,
+            frames,
+            self.frame,
+            self.bins,
+            cross,
+            px,
+            py,
+            self.rate,
+            centre,
+            tuple(mids),
+            fp,
+            sparse,
+            silent,
+        )
 
 
 @dataclass(frozen=True)
@@ -527,8 +557,24 @@ def _estimate(
     if len(predicted) != n or (spread is not None and len(spread) != n):
         raise ValueError("one prediction per template")
     x_db = 10 * math.log10(max(spec.mean_square(spec.power_x), 1e-30))
-    if spec.frames == 0 or x_db < SILENT_DBFS:
-        why = "no window yet" if spec.frames == 0 else f"the group signal is silent ({x_db:.0f} dBFS)"
+    if spec.frames < MIN_FRAMES and spec.dropped_sparse > spec.dropped_silent:
+        why = f"the programme is too sparse to tell the members apart ({spec.dropped_sparse} sparse frames)"
+        return Estimate(
+            "sparse",
+            spec.middle,
+            tuple(_not("not-seen") for _ in range(n)),
+            -math.inf,
+            x_db,
+            why,
+            spec.frames,
+            (spec.start, spec.stop),
+        )
+    if spec.frames < MIN_FRAMES or x_db < SILENT_DBFS:
+        why = (
+            "no window yet"
+            if spec.frames + spec.dropped_silent < MIN_FRAMES
+            else f"the group signal is silent ({spec.dropped_silent} silent frames)"
+        )
         return Estimate(
             "silent",
             spec.middle,

@@ -557,34 +557,22 @@ def _estimate(
     if len(predicted) != n or (spread is not None and len(spread) != n):
         raise ValueError("one prediction per template")
     x_db = 10 * math.log10(max(spec.mean_square(spec.power_x), 1e-30))
+
+    def blind(state: WindowStatus, why: str) -> Estimate:
+        """A window that shows no member: every one not seen, and why."""
+        not_seen = tuple(_not("not-seen") for _ in range(n))
+        return Estimate(state, spec.middle, not_seen, -math.inf, x_db, why, spec.frames, (spec.start, spec.stop))
+
     if spec.frames < MIN_FRAMES and spec.dropped_sparse > spec.dropped_silent:
         why = f"the programme is too sparse to tell the members apart ({spec.dropped_sparse} sparse frames)"
-        return Estimate(
-            "sparse",
-            spec.middle,
-            tuple(_not("not-seen") for _ in range(n)),
-            -math.inf,
-            x_db,
-            why,
-            spec.frames,
-            (spec.start, spec.stop),
-        )
+        return blind("sparse", why)
     if spec.frames < MIN_FRAMES or x_db < SILENT_DBFS:
         why = (
             "no window yet"
             if spec.frames + spec.dropped_silent < MIN_FRAMES
             else f"the group signal is silent ({spec.dropped_silent} silent frames)"
         )
-        return Estimate(
-            "silent",
-            spec.middle,
-            tuple(_not("not-seen") for _ in range(n)),
-            -math.inf,
-            x_db,
-            why,
-            spec.frames,
-            (spec.start, spec.stop),
-        )
+        return blind("silent", why)
     p = spec.power_x
     carrying = float(np.sum(p / (p + 1e-3 * float(p.mean() or 1.0))))  # as _Fit.eff
     if carrying < SPARSE_BINS * len(spec.bins):
@@ -593,16 +581,7 @@ def _estimate(
         # 6000 speech, 7900 pop; estimates there were biased by several samples and sometimes whole cycles
         # while claiming sub-sample sigma). Blind, as in silence: nothing changes until the music fills out.
         why = f"the programme is too sparse to tell the members apart ({carrying:.0f} of {len(spec.bins)} bins)"
-        return Estimate(
-            "sparse",
-            spec.middle,
-            tuple(_not("not-seen") for _ in range(n)),
-            -math.inf,
-            x_db,
-            why,
-            spec.frames,
-            (spec.start, spec.stop),
-        )
+        return blind("sparse", why)
     fit = _Fit(spec, templates, motion)
     prior = np.array([1.0] * n if gains is None else [max(0.0, float(v)) for v in gains])
     known = [i for i in range(n) if predicted[i] is not None and math.isfinite(float(predicted[i] or 0.0))]

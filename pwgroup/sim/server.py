@@ -18,7 +18,14 @@ from xml.sax.saxutils import escape as xml_escape
 
 from pwgroup.graph.capture import dump_graph
 from pwgroup.graph.pipewire import SUSPEND_FIXED
-from pwgroup.graph.proc import cmdline, linked_version, pipewire_config_of, process_alive, tool
+from pwgroup.graph.proc import (
+    cmdline,
+    linked_version,
+    pipewire_config_of,
+    process_alive,
+    tool,
+    wireplumber_library_version,
+)
 from pwgroup.model import Graph, PwgroupError
 
 PIDS_FILE = "pids.json"
@@ -206,7 +213,7 @@ class PrivateServer:
     def _install_wireplumber_fix(self) -> None:
         """The room's WirePlumber gets pwgroup's fixed suspend-node.lua where it is one that crashes on removed
         nodes (0.4.13; fixed in 0.4.15; 0.5 keeps its scripts elsewhere and would never load this one)."""
-        version = linked_version("wireplumber", "wireplumber")
+        version = wireplumber_library_version() or linked_version("wireplumber", "wireplumber")
         if version is not None and not (0, 4, 0) <= version < SUSPEND_FIXED:
             return
         scripts = self.root / "config" / "wireplumber" / "scripts"

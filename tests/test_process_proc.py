@@ -127,3 +127,31 @@ def test_run_sync_kills_its_tool_at_the_deadline() -> None:
         proc.run_sync(["sleep", "30"], timeout=0.2)
     left = subprocess.run(["pgrep", "-P", str(os.getpid()), "-x", "sleep"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def test_a_zombie_is_not_alive_and_a_member_stop_does_not_wait_for_its_reaping() -> None:
+    """An element started by an earlier pwgroup is an orphan when it exits; where orphans are reaped late (a
+    container's init) its zombie stood for a live process and every member stop waited out _reap's 2 s."""
+    from pwgroup.graph.pipewire import _reap
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert proc.process_alive(child.pid) and not proc.zombie(child.pid)
+        child.send_signal(signal.SIGTERM)
+        assert _gone(child.pid)
+        # Exited, not yet reaped (we are its parent and have not waited): a zombie, and not alive.
+        assert proc.zombie(child.pid) and not proc.process_alive(child.pid)
+    finally:
+        child.wait()
+    assert not proc.process_alive(child.pid)
+    # A stranger's zombie (here: a grandchild whose parent, a shell, never waits) is gone for _reap at once.
+    shell = subprocess.Popen(["sh", "-c", "sleep 0.01 & echo $!; exec sleep 5"], stdout=subprocess.PIPE, text=True)
+    try:
+        orphan = int(shell.stdout.readline())  # type: ignore[union-attr]
+        assert _gone(orphan)
+        started = time.monotonic()
+        _reap(orphan)
+        assert time.monotonic() - started < 0.5
+    finally:
+        shell.kill()
+        shell.wait()

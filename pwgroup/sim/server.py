@@ -25,6 +25,7 @@ from pwgroup.graph.proc import (
     process_alive,
     tool,
     wireplumber_library_version,
+    zombie,
 )
 from pwgroup.model import Graph, PwgroupError
 
@@ -176,7 +177,7 @@ class PrivateServer:
         # Alive and not a zombie. Not "has a command line": right after a spawn it can read empty for a moment
         # (seen with Python 3.13's vfork spawning on Debian 13), and a just-started helper was taken for dead.
         pid = self._pids().get(key)
-        return pid is not None and process_alive(pid) and not _zombie(pid)
+        return pid is not None and process_alive(pid)
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -318,7 +319,7 @@ def processes_under(root: Path, names: Collection[str] | None = None) -> list[in
             continue
         pid = int(entry.name)
         argv = cmdline(pid)
-        if not argv or _zombie(pid):
+        if not argv or zombie(pid):
             continue
         if names is not None and os.path.basename(argv[0]) not in names:
             continue
@@ -340,7 +341,7 @@ def _terminate(pid: int, timeout: float) -> None:
                 return
         except ChildProcessError:
             # Not our child (another process of the room started it): it is gone once it is a zombie.
-            if not process_alive(pid) or _zombie(pid):
+            if not process_alive(pid):
                 return
         time.sleep(0.01)
     try:
@@ -348,10 +349,3 @@ def _terminate(pid: int, timeout: float) -> None:
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False

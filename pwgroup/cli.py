@@ -318,13 +318,22 @@ async def cmd_delay_set(args: argparse.Namespace) -> int:
     from pwgroup.config import with_member_values
 
     name = check_group_name(args.name)
-    delay = _parse_delay(args.ms)
+    if len(args.pairs) % 2:
+        raise UserError("delay set takes a speaker and its delay in ms, as many pairs as you like: SPEAKER MS ...")
+    pairs = [(args.pairs[i], _parse_delay(args.pairs[i + 1])) for i in range(0, len(args.pairs), 2)]
 
     def edit(graph: Any, current: Any) -> Any:
         group = _need(current, name)
-        key = _member_key(graph, group, args.speaker)
-        return with_member_values(group, key, delay_ms=delay)
+        done: set[str] = set()
+        for speaker, delay in pairs:
+            key = _member_key(graph, group, speaker)
+            if key in done:
+                raise UserError(f"speaker {safe_text(speaker, 60)!r} is named twice")
+            done.add(key)
+            group = with_member_values(group, key, delay_ms=delay)
+        return group
 
+    # One edit: every member named changes in the same pass, side by side.
     await _edit_group(name, edit)
     return EXIT_OK
 
@@ -671,10 +680,11 @@ def build_parser() -> argparse.ArgumentParser:
     gd.set_defaults(run=cmd_group_delete)
 
     dl = sub.add_parser("delay", help="set a member's delay").add_subparsers(dest="sub", metavar="ACTION")
-    ds = dl.add_parser("set", help="set a member's delay in milliseconds, while audio plays")
+    ds = dl.add_parser(
+        "set", help="set members' delays in milliseconds, while audio plays (several SPEAKER MS pairs change together)"
+    )
     ds.add_argument("name")
-    ds.add_argument("speaker")
-    ds.add_argument("ms")
+    ds.add_argument("pairs", nargs="+", metavar="SPEAKER MS")
     ds.set_defaults(run=cmd_delay_set)
     dt = dl.add_parser("trim", help="add a manual trim (ms, may be negative) on top of a member's delay")
     dt.add_argument("name")

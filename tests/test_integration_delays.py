@@ -66,8 +66,9 @@ def arrivals(room, group: str, n: int) -> list[int]:  # type: ignore[no-untyped-
 def test_delays_land_exactly(sound_cli, sound_room, sound_group: str) -> None:
     cli, room, group = sound_cli, sound_room, sound_group
     delays = [0.0, 37.4, 120.0]  # 37.4, not 37.5: PulseAudio rounds to whole ms, and x.5 would tie
-    for spk, ms in zip(room.speakers, delays, strict=False):
-        cli("delay", "set", group, spk.address, str(ms), check=True)
+    # Every member's delay in one edit: the changes run side by side.
+    pairs = [w for spk, ms in zip(room.speakers, delays, strict=False) for w in (spk.address, str(ms))]
+    cli("delay", "set", group, *pairs, check=True)
     members = json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]["members"]
     assert [m["delay_ms"] for m in members] == pytest.approx([applied_ms(room, ms) for ms in delays])
     got = arrivals(room, group, 3)
@@ -90,8 +91,7 @@ XRUN_RERUNS = pytest.mark.flaky(reruns=2, reruns_delay=1)
 @XRUN_RERUNS
 def test_equal_delays_are_sample_aligned(sound_cli, sound_room, sound_group: str) -> None:
     cli, room, group = sound_cli, sound_room, sound_group
-    for spk in room.speakers[:3]:
-        cli("delay", "set", group, spk.address, "50", check=True)
+    cli("delay", "set", group, *(w for spk in room.speakers[:3] for w in (spk.address, "50")), check=True)
     got = arrivals(room, group, 3)
     beyond_hidden = [g - spk.latency_samples for g, spk in zip(got, room.speakers, strict=False)]
     assert all(abs(b - 2400) <= ref_slack(room) for b in beyond_hidden), beyond_hidden
@@ -135,8 +135,7 @@ def _play_noise_while(room, group: str, seconds: float, action, n: int) -> np.nd
 def test_delay_change_while_playing_has_no_stale_audio_and_no_gap(sound_cli, sound_room, sound_group: str) -> None:
     cli, room, group = sound_cli, sound_room, sound_group
     spk, other = room.speakers[0], room.speakers[1]
-    cli("delay", "set", group, spk.address, "20", check=True)
-    cli("delay", "set", group, other.address, "10", check=True)
+    cli("delay", "set", group, spk.address, "20", other.address, "10", check=True)
     # On PulseAudio a change waits, muted, for the new loopback to settle: play long enough to hear both sides.
     seconds = 3.0 if room.backend == "pipewire" else 6.0 + CONVERGE_S
     for old, new in ((20.0, 90.0), (90.0, 5.0)):

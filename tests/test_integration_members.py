@@ -109,8 +109,7 @@ def test_a_mixed_group_is_made_and_each_member_lands_at_its_delay(sound_cli, sou
     assert set(by_key) == {room.speakers[0].address, SINK}
     assert by_key[SINK]["address"] is None and by_key[SINK]["node"] == SINK and by_key[SINK]["present"] is True
     delays = [0.0, 37.4]  # the sink is named by its node name, as the speaker argument
-    cli("delay", "set", group, room.speakers[0].address, str(delays[0]), check=True)
-    cli("delay", "set", group, SINK, str(delays[1]), check=True)
+    cli("delay", "set", group, room.speakers[0].address, str(delays[0]), SINK, str(delays[1]), check=True)
     g = wait_status(cli, group, lambda g: all(m["linked"] for m in g["members"]), timeout=5 + JOIN_TIMEOUT_S)
     assert {m["speaker"]: m["delay_ms"] for m in g["members"]} == pytest.approx(
         {room.speakers[0].address: applied_ms(room, delays[0]), SINK: applied_ms(room, delays[1])}

@@ -35,8 +35,13 @@ def _rss_kb(pid: int) -> int:
 def test_drop_and_return_many_times_without_leaks(cli, room: Room) -> None:
     speakers = room.speakers[:4]
     cli("group", "create", "soak", *(s.address for s in speakers), check=True)
-    for spk, ms in zip(speakers, DELAYS_MS, strict=True):
-        cli("delay", "set", "soak", spk.address, str(ms), check=True)
+    cli(
+        "delay",
+        "set",
+        "soak",
+        *(w for s, ms in zip(speakers, DELAYS_MS, strict=True) for w in (s.address, str(ms))),
+        check=True,
+    )
     # The speakers leave and come back by themselves here: no Bluetooth reconnects racing the test.
     set_reconnect(room, enabled=False)
     d = Daemon(room.env)

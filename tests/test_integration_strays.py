@@ -211,7 +211,7 @@ def test_a_run_ended_by_timeout_leaves_nothing_and_the_sweep_fails_a_run_that_le
     base = tmp_path / "base"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent))
     env.pop("PWGROUP_KEEP_ROOM", None)
-    argv = [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q", "--timeout", "20"]
+    argv = [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q", "--timeout", "12"]
     inner = subprocess.run(
         [*argv, f"--basetemp={base}", "test_inner.py"],
         cwd=tmp_path,

@@ -7,6 +7,7 @@ import asyncio
 import html
 import re
 
+from textual.command import CommandInput
 from tui_app import HOSTILE, make_app
 
 from pwgroup.text import safe_text
@@ -68,7 +69,8 @@ async def palette(pilot, words: str) -> None:  # type: ignore[no-untyped-def]
     """Run the command palette's entry named `words`."""
     await pilot.press("ctrl+p")
     await pilot.pause(0.2)
-    await pilot.press(*words)
+    # Typed in one go, as a paste: a key at a time re-searches and redraws the palette for every letter.
+    pilot.app.screen.query_one(CommandInput).value = words
     await pilot.pause(0.5)  # the palette searches in the background
     await pilot.press("enter")
     await pilot.pause(0.2)

@@ -4,7 +4,9 @@ once with mmdebstrap from Debian's packages, and the suite run inside it in a PI
 
 Nothing is mounted on the host: every mount lives in the namespace and goes with it. The root is kept under
 PWGROUP_STACK_DIR (default /var/tmp/pwgroup-stack) and made again only when the package list or this script's
-recipe changes. Usage: `python3 tests/stack.py [--build-only] [PYTEST ARGS...]` from the checkout (needs root).
+recipe changes. Usage, from the checkout (needs root): `python3 tests/stack.py [--build-only] [PYTEST ARGS...]`;
+`python3 tests/stack.py --run COMMAND [ARGS...]` runs any command there instead (`--run bash` for a shell, with
+the checkout at /src and the project's venv first on PATH), to try the program on the other stack by hand.
 Standard library only: it runs on the host's Python before any venv exists.
 """
 
@@ -211,6 +213,12 @@ def main(argv: list[str]) -> int:
     root = build(codename)
     if argv[:1] == ["--build-only"]:
         return 0
+    if argv[:1] == ["--run"]:
+        if len(argv) < 2:
+            print("stack.py: --run needs a command, e.g. --run bash", file=sys.stderr)
+            return 2
+        say(f"{shlex.join(argv[1:])} on {label}'s stack ({describe(root)})")
+        return enter(root, argv[1:])
     say(f"the suite on {label}'s stack ({describe(root)})")
     return enter(root, ["python", "-m", "pytest", *argv])
 

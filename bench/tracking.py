@@ -73,6 +73,8 @@ class Run:
     marks: list[tuple[float, str]] = field(default_factory=list)  # (seconds, programme kind)
     truth: list[tuple[float, list[float]]] = field(default_factory=list)  # per block: (x energy, arrivals mid-block)
     errors: list[tuple[str, str, float, float]] = field(default_factory=list)  # (kind, status, error, sigma)
+    long_sparse: bool = True  # sparse windows get a second, long look (estimate(sparse=True))
+    held_bytes: int = 0  # the most the tracker held: audio kept, frame spectra cached, templates
 
 
 def calibrated(seed: int, kind_or_playlist: str, seconds: float) -> Run:
@@ -162,10 +164,22 @@ def step(run: Run, blocks: int, naive_every: int = 1, events: dict[int, Any] | N
         predicted = ctl.predicted(spec.start / RATE, spec.stop / RATE, at)
         motion = ctl.motion([f / RATE for f in spec.frame_at], at)
         est = estimate.estimate(spec, run.bank, predicted, ctl.gains(), ctl.spread(at), motion)
+        if est.status == "sparse" and run.long_sparse:
+            # Held notes: a long window, where a member that moved far (or returned) can be found.
+            spec = lst.spectra(base, lst.long_window, keep_sparse=True)
+            at = spec.middle / RATE
+            predicted = ctl.predicted(spec.start / RATE, spec.stop / RATE, at)
+            motion = ctl.motion([f / RATE for f in spec.frame_at], at)
+            long = estimate.estimate(spec, run.bank, predicted, ctl.gains(), ctl.spread(at), motion, sparse=True)
+            if long.seen:
+                est = long
         for c in ctl.update(est, now):
             scene.delays[c.member] = c.delay
         run.cpu_s += time.process_time() - t0
         record_errors(run, est, spec)  # the bench's own bookkeeping, outside the tracker's CPU
+        held = lst._buf.nbytes + run.bank.spectra.nbytes
+        held += sum(v.nbytes for v in lst._fx.values()) + sum(v.nbytes for v in lst._fy.values())
+        run.held_bytes = max(run.held_bytes, held)
         key = est.status if est.status != "ok" else "ok:" + ",".join(sorted({m.status for m in est.members}))
         run.statuses[key] = run.statuses.get(key, 0) + 1
         if naive_every and hops % naive_every == 0:
@@ -263,6 +277,7 @@ def jump(seed: int) -> dict[str, Any]:
         "corrections": len(run.ctl.corrections),
         "naive": naive_summary(run, t_jump, who),
         "cpu": run.cpu_s,
+        "held_mb": round(run.held_bytes / 2**20, 1),
         "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
@@ -309,6 +324,7 @@ def returning(seed: int) -> dict[str, Any]:
         "to_0.1ms_s": settle_time(run, t_back, 0.1),
         "naive": naive_summary(run, t_back, who),
         "cpu": run.cpu_s,
+        "held_mb": round(run.held_bytes / 2**20, 1),
         "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
@@ -347,6 +363,7 @@ def drift(seed: int, minutes: float) -> dict[str, Any]:
         "largest_drift_step_ms": round(largest / (RATE / 1000), 4),
         "uncorrected_spread_ms": round(uncorrected, 1),
         "cpu": run.cpu_s,
+        "held_mb": round(run.held_bytes / 2**20, 1),
         "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
@@ -363,6 +380,7 @@ def steady(seed: int, minutes: float) -> dict[str, Any]:
         "corrections": len(run.ctl.corrections),
         "max_spread_ms": round(max(spreads), 4),
         "cpu": run.cpu_s,
+        "held_mb": round(run.held_bytes / 2**20, 1),
         "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
@@ -412,7 +430,7 @@ def main() -> None:
             "worst_0.25s_window_db_under_music": None,
         },
     }
-    cpu, audio = 0.0, 0.0
+    cpu, audio, held = 0.0, 0.0, 0.0
     errors: list[tuple[str, str, float, float]] = []
     t_start = time.time()
     tasks = [(name, s, args.minutes) for name in args.scenarios for s in seeds]
@@ -421,13 +439,14 @@ def main() -> None:
         results = {}
         for (name, s, _), row in zip(tasks, done, strict=True):
             results[(name, s)] = row
-            shown = {k: v for k, v in row.items() if k not in ("errors", "cpu")}
+            shown = {k: v for k, v in row.items() if k not in ("errors", "cpu", "held_mb")}
             print(f"{name} seed {s}: {json.dumps(shown)}", file=sys.stderr, flush=True)
     for name in args.scenarios:
         rows = []
         for s in seeds:
             row = results[(name, s)]
             cpu += row.pop("cpu")
+            held = max(held, row.pop("held_mb"))
             errors += row.pop("errors")
             audio += row["audio_s"]
             rows.append(row)
@@ -452,6 +471,7 @@ def main() -> None:
         "moving_ok": sigma_check([("moving", st, e, sd) for k, st, e, sd in errors if "~" in k]).get("moving:ok"),
     }
     report["cpu_percent_of_one_core"] = round(100 * cpu / audio, 2) if audio else None
+    report["tracker_memory_mb"] = held  # audio kept and frame spectra cached, per group (the daemon's RSS adds Python)
     report["wall_s"] = round(time.time() - t_start, 1)
     print(json.dumps(report, indent=1))
 

@@ -254,6 +254,11 @@ class Controller:
             m.gain = 0.8 * m.gain + 0.2 * e.gain
             if self._measure(m, mid, z, var):
                 fresh.add(i)
+        if est.sparse:
+            # A long window over sparse programme: a member found far away is moved as usual; the others were
+            # not measured, and their known drift is followed as through any sparse passage.
+            made = self._decide(now, fresh, only=fresh)
+            return made + self._decide(now, set(), blind=True, skip=fresh)
         return self._decide(now, fresh)
 
     def _predict(self, m: Member, t: float) -> None:
@@ -369,7 +374,14 @@ class Controller:
         rate_sd = math.sqrt(max(m.cov[1, 1], 0.0))
         return abs(m.rate) > max(self.s.significance * rate_sd, self.s.coast_min_ppm * 1e-6 * self.rate)
 
-    def _decide(self, now: float, fresh: set[int], blind: bool = False) -> list[Correction]:
+    def _decide(
+        self,
+        now: float,
+        fresh: set[int],
+        blind: bool = False,
+        only: set[int] | None = None,
+        skip: frozenset[int] | set[int] = frozenset(),
+    ) -> list[Correction]:
         """Corrections for the members measured just now (`fresh`), or measured lately with their drift known
         (`_coasting`); after a window that saw, or (`blind`) one whose programme was too sparse to split, where
         only members whose drift is clearly known are followed, by their prediction, in drift steps."""
@@ -379,13 +391,12 @@ class Controller:
             return []
         out = []
         for i, m in enumerate(self.members):
-            if m.state != "tracking":
+            if m.state != "tracking" or i in skip or (only is not None and i not in only):
                 continue
             if blind:
-                # Members seen lately follow the known drifts: their own, or the group's (the target moves when
-                # the member that sets it drifts).
-                if m.last_seen is None or now - m.last_seen > self.s.blind_coast_s:
-                    continue
+                # Every member follows the known drifts, its own (`_blind_latency`) or the group's (the target
+                # moves when the member that sets it drifts, or was found far away in a long sparse window).
+                pass
             elif not (i in fresh or self._coasting(m, now)):
                 continue
             current = self.delay(i)
@@ -393,11 +404,14 @@ class Controller:
             sure = math.sqrt(max(m.cov[0, 0], 0.0))
             if blind:
                 # The prediction's own error grows while blind, but the drift it follows is known: the gap the
-                # known rate opened is closed, never a jump (that needs a window that sees).
+                # known rate opened is closed in drift steps. A jump only when the target itself jumped (another
+                # member found far away): nothing measured about this one says it moved.
                 if abs(gap) <= self.s.deadband_ms * self.ms:
                     continue
                 limit = self.s.step_ms * self.ms
                 change, reason = max(-limit, min(limit, gap)), "drift"
+                if abs(gap) > self.s.jump_ms * self.ms:
+                    change, reason = gap, "jump"
             elif abs(gap) > self.s.jump_ms * self.ms:
                 change, reason = gap, "jump"
             elif abs(gap) > self.s.deadband_ms * self.ms and abs(gap) > self.s.significance * sure:

@@ -17,12 +17,18 @@ cannot say which member it sees (a single-speaker tracker).
 sigma_check: every estimate's error against the truth (the simulated arrivals over the window, weighted by the
 programme's energy) over the sigma it claimed, per programme kind and status, split by whether the member's
 arrival held still within the window; estimate.VARIANCE_FACTOR is set from the still windows' robust scale.
-Known limits: sparse programme (a few held notes: under 10 % of the band's bins carry it) is blind by design, as
-silence is: the window says "sparse" and nothing changes, so a jump or a return during such a passage is corrected
-only once fuller music plays, and drift accumulates unseen through it (then re-found: a prediction unsure after
-blindness is searched for widely and needs two agreeing windows). Members are told apart by their own responses
-at the microphone (reflections, colour, level); in a dry room, speakers of one model differ only in level and a
-moved one can be taken for another; the room here is reverberant, as living rooms are.
+Sparse programme (a few held notes: under 10 % of the band's bins carry it) cannot tell the members apart in a
+4 s window: the window says "sparse" and a second, long one (16 s, every frame) is looked at, where only a member
+that moved far (or returned) is searched for; the members in place are not measured there (their fit is biased
+by samples), and known drift is followed by prediction. So a jump or a return during such a passage is found
+after about 10-20 s of it when the moved member's response stands out of the held notes, and only once fuller
+music plays when it does not (the figures say how often). A group whose first music is sparse has no drift known
+yet and drifts apart until fuller music plays. Members are told apart by their own responses at the microphone
+(reflections, colour, level); in a dry room, speakers of one model differ only in level and a moved one can be
+taken for another; the room here is reverberant, as living rooms are.
+The tracker runs with one BLAS thread (set below, before numpy loads; the daemon must do the same): with
+OpenBLAS's default threads its CPU was 3x higher on this 2-core machine. tracker_memory_mb: audio kept and frame
+spectra cached for one group (the daemon's RSS adds the interpreter and numpy).
 Usage: python bench/tracking.py [--seeds 10] [--minutes 10] [--scenarios jump drift return steady] [--jobs 2]
 """
 

@@ -7,7 +7,9 @@ odd window changes nothing). Corrections close the gap between each member and t
 median of the members', so the members that did not move are left alone): at once for a jump (the speaker has
 already skipped; one correction puts it back), in small steps for drift, and not at all inside a dead band or
 while the estimate is not sure (steady playback makes no correction). Nothing changes while the tracker cannot
-see (silence, noise louder than the music, a member not heard).
+see (silence, noise louder than the music, a member not heard), except that through sparse programme and
+silence a member whose drift rate is clearly known is followed by its prediction in drift steps (its clock goes
+on; nothing is measured or found then, and noise louder than the music still changes nothing).
 """
 
 from __future__ import annotations

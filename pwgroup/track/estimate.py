@@ -12,7 +12,9 @@ at its own sub-sample shift and with its own gain, by weighted least squares in 
 residual; its template's shape, not its level alone, says which member it is. Nothing is added to any speaker's
 signal. Each estimate says how sure it is (standard deviation from the fit, peak-to-noise, ambiguity between
 cycles of narrow-band programme), and the window as a whole says when it cannot see: silence, or noise at the
-microphone louder than the music.
+microphone louder than the music, or programme too sparse to tell the members apart. After a sparse window the
+caller may take a long one (`Listener.long_window` of every frame, `estimate(..., sparse=True)`): over 16 s of
+held notes a member that moved far or returned can be found, while those in place are not measured.
 """
 
 from __future__ import annotations

@@ -17,12 +17,18 @@ cannot say which member it sees (a single-speaker tracker).
 sigma_check: every estimate's error against the truth (the simulated arrivals over the window, weighted by the
 programme's energy) over the sigma it claimed, per programme kind and status, split by whether the member's
 arrival held still within the window; estimate.VARIANCE_FACTOR is set from the still windows' robust scale.
-Known limits: sparse programme (a few held notes: under 10 % of the band's bins carry it) is blind by design, as
-silence is: the window says "sparse" and nothing changes, so a jump or a return during such a passage is corrected
-only once fuller music plays, and drift accumulates unseen through it (then re-found: a prediction unsure after
-blindness is searched for widely and needs two agreeing windows). Members are told apart by their own responses
-at the microphone (reflections, colour, level); in a dry room, speakers of one model differ only in level and a
-moved one can be taken for another; the room here is reverberant, as living rooms are.
+Sparse programme (a few held notes: under 10 % of the band's bins carry it) cannot tell the members apart in a
+4 s window: the window says "sparse" and a second, long one (16 s, every frame) is looked at, where only a member
+that moved far (or returned) is searched for; the members in place are not measured there (their fit is biased
+by samples), and known drift is followed by prediction. So a jump or a return during such a passage is found
+after about 10-20 s of it when the moved member's response stands out of the held notes, and only once fuller
+music plays when it does not (the figures say how often). A group whose first music is sparse has no drift known
+yet and drifts apart until fuller music plays. Members are told apart by their own responses at the microphone
+(reflections, colour, level); in a dry room, speakers of one model differ only in level and a moved one can be
+taken for another; the room here is reverberant, as living rooms are.
+The tracker runs with one BLAS thread (set below, before numpy loads; the daemon must do the same): with
+OpenBLAS's default threads its CPU was 3x higher on this 2-core machine. tracker_memory_mb: audio kept and frame
+spectra cached for one group (the daemon's RSS adds the interpreter and numpy).
 Usage: python bench/tracking.py [--seeds 10] [--minutes 10] [--scenarios jump drift return steady] [--jobs 2]
 """
 
@@ -32,16 +38,22 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+# One BLAS thread, as the daemon must run the tracker: the fit's products are 8 x 8000, and OpenBLAS's second
+# thread on them costs 3x the CPU (measured: 7.9 % of a core with the default threads, 2.1 % with one).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from pwgroup.calibrate import estimator as ce
-from pwgroup.sim import acoustic, programme
-from pwgroup.track import control, estimate
+import numpy as np  # noqa: E402  (after the thread count: OpenBLAS reads it when it loads)
+
+from pwgroup.calibrate import estimator as ce  # noqa: E402
+from pwgroup.sim import acoustic, programme  # noqa: E402
+from pwgroup.track import control, estimate  # noqa: E402
 
 RATE = 48000
 MEMBERS = 8
@@ -67,6 +79,8 @@ class Run:
     marks: list[tuple[float, str]] = field(default_factory=list)  # (seconds, programme kind)
     truth: list[tuple[float, list[float]]] = field(default_factory=list)  # per block: (x energy, arrivals mid-block)
     errors: list[tuple[str, str, float, float]] = field(default_factory=list)  # (kind, status, error, sigma)
+    long_sparse: bool = True  # sparse windows get a second, long look (estimate(sparse=True))
+    held_bytes: int = 0  # the most the tracker held: audio kept, frame spectra cached, templates
 
 
 def calibrated(seed: int, kind_or_playlist: str, seconds: float) -> Run:
@@ -156,10 +170,22 @@ def step(run: Run, blocks: int, naive_every: int = 1, events: dict[int, Any] | N
         predicted = ctl.predicted(spec.start / RATE, spec.stop / RATE, at)
         motion = ctl.motion([f / RATE for f in spec.frame_at], at)
         est = estimate.estimate(spec, run.bank, predicted, ctl.gains(), ctl.spread(at), motion)
+        if est.status == "sparse" and run.long_sparse:
+            # Held notes: a long window, where a member that moved far (or returned) can be found.
+            spec = lst.spectra(base, lst.long_window, keep_sparse=True)
+            at = spec.middle / RATE
+            predicted = ctl.predicted(spec.start / RATE, spec.stop / RATE, at)
+            motion = ctl.motion([f / RATE for f in spec.frame_at], at)
+            long = estimate.estimate(spec, run.bank, predicted, ctl.gains(), ctl.spread(at), motion, sparse=True)
+            if long.seen:
+                est = long
         for c in ctl.update(est, now):
             scene.delays[c.member] = c.delay
         run.cpu_s += time.process_time() - t0
         record_errors(run, est, spec)  # the bench's own bookkeeping, outside the tracker's CPU
+        held = lst._buf.nbytes + run.bank.spectra.nbytes
+        held += sum(v.nbytes for v in lst._fx.values()) + sum(v.nbytes for v in lst._fy.values())
+        run.held_bytes = max(run.held_bytes, held)
         key = est.status if est.status != "ok" else "ok:" + ",".join(sorted({m.status for m in est.members}))
         run.statuses[key] = run.statuses.get(key, 0) + 1
         if naive_every and hops % naive_every == 0:
@@ -257,6 +283,7 @@ def jump(seed: int) -> dict[str, Any]:
         "corrections": len(run.ctl.corrections),
         "naive": naive_summary(run, t_jump, who),
         "cpu": run.cpu_s,
+        "held_mb": round(run.held_bytes / 2**20, 1),
         "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
@@ -303,6 +330,7 @@ def returning(seed: int) -> dict[str, Any]:
         "to_0.1ms_s": settle_time(run, t_back, 0.1),
         "naive": naive_summary(run, t_back, who),
         "cpu": run.cpu_s,
+        "held_mb": round(run.held_bytes / 2**20, 1),
         "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
@@ -341,6 +369,7 @@ def drift(seed: int, minutes: float) -> dict[str, Any]:
         "largest_drift_step_ms": round(largest / (RATE / 1000), 4),
         "uncorrected_spread_ms": round(uncorrected, 1),
         "cpu": run.cpu_s,
+        "held_mb": round(run.held_bytes / 2**20, 1),
         "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
@@ -357,6 +386,7 @@ def steady(seed: int, minutes: float) -> dict[str, Any]:
         "corrections": len(run.ctl.corrections),
         "max_spread_ms": round(max(spreads), 4),
         "cpu": run.cpu_s,
+        "held_mb": round(run.held_bytes / 2**20, 1),
         "errors": run.errors,
         "audio_s": run.times[-1],
         "statuses": run.statuses,
@@ -400,12 +430,13 @@ def main() -> None:
         "minutes": args.minutes,
         "window_s": estimate.WINDOW_S,
         "hop_s": round(HOP_BLOCKS * acoustic.BLOCK / RATE, 3),
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "added_to_speakers": {
             "signal": "none: members are told apart by their calibrated responses; nothing is played",
             "worst_0.25s_window_db_under_music": None,
         },
     }
-    cpu, audio = 0.0, 0.0
+    cpu, audio, held = 0.0, 0.0, 0.0
     errors: list[tuple[str, str, float, float]] = []
     t_start = time.time()
     tasks = [(name, s, args.minutes) for name in args.scenarios for s in seeds]
@@ -414,13 +445,14 @@ def main() -> None:
         results = {}
         for (name, s, _), row in zip(tasks, done, strict=True):
             results[(name, s)] = row
-            shown = {k: v for k, v in row.items() if k not in ("errors", "cpu")}
+            shown = {k: v for k, v in row.items() if k not in ("errors", "cpu", "held_mb")}
             print(f"{name} seed {s}: {json.dumps(shown)}", file=sys.stderr, flush=True)
     for name in args.scenarios:
         rows = []
         for s in seeds:
             row = results[(name, s)]
             cpu += row.pop("cpu")
+            held = max(held, row.pop("held_mb"))
             errors += row.pop("errors")
             audio += row["audio_s"]
             rows.append(row)
@@ -445,6 +477,7 @@ def main() -> None:
         "moving_ok": sigma_check([("moving", st, e, sd) for k, st, e, sd in errors if "~" in k]).get("moving:ok"),
     }
     report["cpu_percent_of_one_core"] = round(100 * cpu / audio, 2) if audio else None
+    report["tracker_memory_mb"] = held  # audio kept and frame spectra cached, per group (the daemon's RSS adds Python)
     report["wall_s"] = round(time.time() - t_start, 1)
     print(json.dumps(report, indent=1))
 

@@ -7,7 +7,9 @@ odd window changes nothing). Corrections close the gap between each member and t
 median of the members', so the members that did not move are left alone): at once for a jump (the speaker has
 already skipped; one correction puts it back), in small steps for drift, and not at all inside a dead band or
 while the estimate is not sure (steady playback makes no correction). Nothing changes while the tracker cannot
-see (silence, noise louder than the music, a member not heard).
+see (silence, noise louder than the music, a member not heard), except that through sparse programme and
+silence a member whose drift rate is clearly known is followed by its prediction in drift steps (its clock goes
+on; nothing is measured or found then, and noise louder than the music still changes nothing).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class Settings:
     follow_uncertain: bool = True  # unsure (not ambiguous) estimates follow a member already found
     lead_s: float = 0.5  # corrections aim this far ahead (half the time between windows): drift is split around 0
     coast_s: float = 8.0  # a member seen this lately, its drift known, is followed through windows it sat out
+    blind_coast_s: float = 180.0  # through sparse programme (music the estimator cannot split), this long
+    follow_drift_when: tuple[str, ...] = ("sparse", "silent")  # blind windows through which known drift is followed
+    coast_min_ppm: float = 1.0  # a drift this small (or not clearly known) is not followed blind
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,11 @@ class Controller:
         corrections to make now; the caller makes them and they are recorded as made (`set_delay` otherwise)."""
         self.now = now
         self.seeing = est.status
+        if est.status in self.s.follow_drift_when:
+            # Music too sparse to tell the members apart, or none: a member whose drift is clearly known is
+            # followed by its prediction in drift-sized steps (its clock does not stop because the music thinned
+            # out or paused); nothing is measured, found, moved far or re-found. Noise changes nothing.
+            return self._decide(now, set(), blind=True)
         if not est.seen:
             return []
         a, b = est.span[0] / self.rate, est.span[1] / self.rate
@@ -246,6 +256,11 @@ class Controller:
             m.gain = 0.8 * m.gain + 0.2 * e.gain
             if self._measure(m, mid, z, var):
                 fresh.add(i)
+        if est.sparse:
+            # A long window over sparse programme: a member found far away is moved as usual; the others were
+            # not measured, and their known drift is followed as through any sparse passage.
+            made = self._decide(now, fresh, only=fresh)
+            return made + self._decide(now, set(), blind=True, skip=fresh)
         return self._decide(now, fresh)
 
     def _predict(self, m: Member, t: float) -> None:
@@ -326,15 +341,22 @@ class Controller:
         m.last_seen, m.sigma = t, math.sqrt(var)
         return True
 
-    def _target(self, t: float) -> float | None:
+    def _target(self, t: float, blind: bool = False) -> float | None:
         live = [(i, m) for i, m in enumerate(self.members) if m.state == "tracking"]
         if not live:
             return None
-        arrivals = [self.delay(i) + m.latency_at(t) for i, m in live]
+        lat = {i: self._blind_latency(m, t) if blind else m.latency_at(t) for i, m in live}
+        arrivals = [self.delay(i) + lat[i] for i, _ in live]
         target = statistics.median(arrivals)
-        slowest = max(m.latency_at(t) for _, m in live)
-        fastest = min(m.latency_at(t) for _, m in live)
+        slowest, fastest = max(lat.values()), min(lat.values())
         return min(max(target, slowest), fastest + self.s.max_delay_ms * self.ms)
+
+    def _blind_latency(self, m: Member, t: float) -> float:
+        """Where a member is while the tracker cannot tell the members apart: moved on by its drift if that is
+        clearly known, else where it was last seen (an unknown rate's noise is not followed)."""
+        if m.last_seen is None or not self._drift_known(m, m.last_seen):
+            return m.latency_at(m.t)
+        return m.latency_at(min(t, m.last_seen + self.s.blind_coast_s))
 
     def _coasting(self, m: Member, now: float) -> bool:
         """A member not measured in this window (its window straddled its own last correction) whose drift is
@@ -345,21 +367,54 @@ class Controller:
         var = m.cov[0, 0] + 2 * dt * m.cov[0, 1] + dt * dt * m.cov[1, 1]
         return var < (self.s.reacquire_ms * self.ms / 2) ** 2
 
-    def _decide(self, now: float, fresh: set[int]) -> list[Correction]:
+    def _drift_known(self, m: Member, now: float) -> bool:
+        """Its drift followed blind: seen within `blind_coast_s`, its drift rate (as last measured: it does not
+        change while blind, so neither does this answer) clearly away from zero, `significance` standard
+        deviations and at least `coast_min_ppm`."""
+        if m.last_seen is None or now - m.last_seen > self.s.blind_coast_s:
+            return False
+        rate_sd = math.sqrt(max(m.cov[1, 1], 0.0))
+        return abs(m.rate) > max(self.s.significance * rate_sd, self.s.coast_min_ppm * 1e-6 * self.rate)
+
+    def _decide(
+        self,
+        now: float,
+        fresh: set[int],
+        blind: bool = False,
+        only: set[int] | None = None,
+        skip: frozenset[int] | set[int] = frozenset(),
+    ) -> list[Correction]:
         """Corrections for the members measured just now (`fresh`), or measured lately with their drift known
-        (`_coasting`); only ever after a window that saw (`update` returns early otherwise)."""
+        (`_coasting`); after a window that saw, or (`blind`) one whose programme was too sparse to split, where
+        only members whose drift is clearly known are followed, by their prediction, in drift steps."""
         aim = now + self.s.lead_s  # drift is corrected for the middle of the time until the next window
-        target = self._target(aim)
+        target = self._target(aim, blind)
         if target is None:
             return []
         out = []
         for i, m in enumerate(self.members):
-            if m.state != "tracking" or not (i in fresh or self._coasting(m, now)):
+            if m.state != "tracking" or i in skip or (only is not None and i not in only):
+                continue
+            if blind:
+                # Every member follows the known drifts, its own (`_blind_latency`) or the group's (the target
+                # moves when the member that sets it drifts, or was found far away in a long sparse window).
+                pass
+            elif not (i in fresh or self._coasting(m, now)):
                 continue
             current = self.delay(i)
-            gap = target - m.latency_at(aim) - current
+            gap = target - (self._blind_latency(m, aim) if blind else m.latency_at(aim)) - current
             sure = math.sqrt(max(m.cov[0, 0], 0.0))
-            if abs(gap) > self.s.jump_ms * self.ms:
+            if blind:
+                # The prediction's own error grows while blind, but the drift it follows is known: the gap the
+                # known rate opened is closed in drift steps. A jump only when the target itself jumped (another
+                # member found far away): nothing measured about this one says it moved.
+                if abs(gap) <= self.s.deadband_ms * self.ms:
+                    continue
+                limit = self.s.step_ms * self.ms
+                change, reason = max(-limit, min(limit, gap)), "drift"
+                if abs(gap) > self.s.jump_ms * self.ms:
+                    change, reason = gap, "jump"
+            elif abs(gap) > self.s.jump_ms * self.ms:
                 change, reason = gap, "jump"
             elif abs(gap) > self.s.deadband_ms * self.ms and abs(gap) > self.s.significance * sure:
                 limit = self.s.step_ms * self.ms

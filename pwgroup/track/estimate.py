@@ -12,7 +12,9 @@ at its own sub-sample shift and with its own gain, by weighted least squares in 
 residual; its template's shape, not its level alone, says which member it is. Nothing is added to any speaker's
 signal. Each estimate says how sure it is (standard deviation from the fit, peak-to-noise, ambiguity between
 cycles of narrow-band programme), and the window as a whole says when it cannot see: silence, or noise at the
-microphone louder than the music.
+microphone louder than the music, or programme too sparse to tell the members apart. After a sparse window the
+caller may take a long one (`Listener.long_window` of every frame, `estimate(..., sparse=True)`): over 16 s of
+held notes a member that moved far or returned can be found, while those in place are not measured.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ FAR_FACTOR = 2.0  # a member moves far only where its response explains this man
 SPARSE_BINS = 0.1  # a frame (window) whose programme carries fewer than this share of the band's bins is sparse
 MIN_FRAMES = 8  # Welch frames (of ~20 in a window) with music enough to tell members apart, or nothing is said
 WHITEN = 0.7  # how far the search filter is whitened (0: plain matched filter, 1: phase only)
+LONG_S = 16.0  # seconds of sparse programme one long window integrates (measured: 12 s too few notes, 16 s enough)
+MIN_LONG_BINS = 40  # a long window whose programme carries fewer bins than this shows nothing at all
+ALIAS = 3.0  # samples: a member placed this far from a sure prediction in a long sparse window is a suspect
 
 WindowStatus = Literal["ok", "silent", "noisy", "sparse"]
 MemberStatus = Literal["ok", "uncertain", "not-heard", "not-seen"]
@@ -173,10 +178,12 @@ class Listener:
         frame: int = FRAME,
         hop: int = HOP,
         max_base_s: float = 1.5,
+        long_s: float = LONG_S,
     ) -> None:
         self.rate, self.frame, self.hop = rate, frame, hop
         self.window = max(frame, round(window_s * rate))
-        self.keep = self.window + round(max_base_s * rate) + frame
+        self.long_window = max(self.window, round(long_s * rate))  # for sparse programme (`estimate(sparse=True)`)
+        self.keep = self.long_window + round(max_base_s * rate) + frame
         self.bins = band_bins(frame, rate)
         # Both signals in one buffer twice as long as what is kept: a block is copied in, and the kept part
         # moved to the front only when the buffer fills (not the whole history re-joined every block).
@@ -240,8 +247,9 @@ class Listener:
         cache[at] = spec
         return spec
 
-    def spectra(self, base: int, window: int | None = None) -> Spectra:
-        """The Welch sums of the newest window, the group signal taken `base` samples before the microphone."""
+    def spectra(self, base: int, window: int | None = None, keep_sparse: bool = False) -> Spectra:
+        """The Welch sums of the newest window, the group signal taken `base` samples before the microphone.
+        `keep_sparse`: frames of sparse programme are kept (a long window over a sparse passage)."""
         window = self.window if window is None else window
         last = (self.end - self.frame) // self.hop * self.hop
         first = max(self.end - window, self.offset + base, 0)
@@ -267,7 +275,7 @@ class Listener:
             if total < floor:
                 silent += 1
                 continue
-            if float(np.sum(p / (p + 1e-3 * total / len(p)))) < SPARSE_BINS * n:
+            if not keep_sparse and float(np.sum(p / (p + 1e-3 * total / len(p)))) < SPARSE_BINS * n:
                 sparse += 1
                 continue
             cross += fy * np.conj(fx)
@@ -322,10 +330,15 @@ def bank(templates: Sequence[Template], frame: int = FRAME, rate: int = RATE) ->
     return Bank(specs, np.array([t.arrival for t in templates]), length, frame, energy)
 
 
+BASE_STEP = 512  # the common lag moves in these steps: each move re-transforms every frame of the group signal
+
+
 def base_for(predicted: Sequence[float | None], templates: Bank) -> int:
-    """The common lag for the group signal: members' template starts centred on zero."""
+    """The common lag for the group signal: members' template starts centred on zero, to the nearest BASE_STEP
+    (11 ms: nothing against the ~190 ms searched either side; a lag that followed every sample of drift made
+    every frame's transform anew, and kept the old ones, each window: 3x the CPU and memory in drift runs)."""
     starts = [p - a for p, a in zip(predicted, templates.arrivals, strict=True) if p is not None and math.isfinite(p)]
-    return round(float(np.median(starts))) if starts else 0
+    return BASE_STEP * round(float(np.median(starts)) / BASE_STEP) if starts else 0
 
 
 @dataclass(frozen=True)
@@ -355,6 +368,7 @@ class Estimate:
     span: tuple[int, int] = (0, 0)  # absolute samples (microphone timeline) the window covers
     extra: dict[str, float] = field(default_factory=dict)
     compensated: bool = False  # measured with the members' known moves taken out (arrivals at the centre)
+    sparse: bool = False  # a long window over sparse programme: only far moves (or a return) are measured
 
     @property
     def seen(self) -> bool:
@@ -531,6 +545,7 @@ def estimate(
     gains: Sequence[float] | None = None,
     spread: Sequence[float] | None = None,
     motion: np.ndarray | None = None,
+    sparse: bool = False,
 ) -> Estimate:
     """Every member's arrival in one window. `predicted`: where each member is expected (samples after the
     group signal; None: unknown, look everywhere); `gains`: each member's level last seen (default 1.0);
@@ -540,8 +555,13 @@ def estimate(
     time, the others' sound fits a missing member's template at the stale place well enough to pass for it.
     `motion`: members x frames, how far each member's arrival is, in each frame of `spec` (`spec.frame_at`),
     from where it is at the window's centre (`spec.middle`), as the caller knows it (its own corrections, the
-    drift it has measured); the arrivals returned are then each member's at the centre."""
-    result = _estimate(spec, templates, predicted, gains, spread, motion)
+    drift it has measured); the arrivals returned are then each member's at the centre.
+    `sparse`: `spec` is a long window over sparse programme (`Listener.long_window`, `keep_sparse`), taken when the
+    short one said "sparse": only a member that moved far (or returned) is looked for, see `_estimate_sparse`."""
+    if sparse:
+        result = _estimate_sparse(spec, templates, predicted, gains, spread, motion)
+    else:
+        result = _estimate(spec, templates, predicted, gains, spread, motion)
     return replace(result, compensated=True) if motion is not None and result.seen else result
 
 
@@ -552,6 +572,8 @@ def _estimate(
     gains: Sequence[float] | None,
     spread: Sequence[float] | None,
     motion: np.ndarray | None,
+    sparse: bool = False,
+    local_only: bool = False,
 ) -> Estimate:
     n = templates.members
     if len(predicted) != n or (spread is not None and len(spread) != n):
@@ -563,7 +585,7 @@ def _estimate(
         not_seen = tuple(_not("not-seen") for _ in range(n))
         return Estimate(state, spec.middle, not_seen, -math.inf, x_db, why, spec.frames, (spec.start, spec.stop))
 
-    if spec.frames < MIN_FRAMES and spec.dropped_sparse > spec.dropped_silent:
+    if not sparse and spec.frames < MIN_FRAMES and spec.dropped_sparse > spec.dropped_silent:
         why = f"the programme is too sparse to tell the members apart ({spec.dropped_sparse} sparse frames)"
         return blind("sparse", why)
     if spec.frames < MIN_FRAMES or x_db < SILENT_DBFS:
@@ -575,7 +597,7 @@ def _estimate(
         return blind("silent", why)
     p = spec.power_x
     carrying = float(np.sum(p / (p + 1e-3 * float(p.mean() or 1.0))))  # as _Fit.eff
-    if carrying < SPARSE_BINS * len(spec.bins):
+    if carrying < (MIN_LONG_BINS if sparse else SPARSE_BINS * len(spec.bins)):
         # A few held notes: each member's template is seen at a handful of frequencies, too few to tell eight
         # members apart or to choose between cycles (measured: 110-200 of 8000 bins carry sparse tonal passages,
         # 6000 speech, 7900 pop; estimates there were biased by several samples and sometimes whole cycles
@@ -598,6 +620,11 @@ def _estimate(
             sd = float(spread[i])
             half[i] = limit if not math.isfinite(sd) else int(min(limit, max(LOCAL, math.ceil(4 * sd))))
     wide = {i for i in known if half[i] > LOCAL}
+    if local_only and len(known) == n:
+        # Every member fitted where expected, no search (a long sparse window's first look, see _estimate_sparse).
+        return _finish(
+            spec, templates, fit, list(range(n)), u, g, prior, np.zeros(n), np.full(n, math.nan), set(), x_db
+        )
     if len(known) == n and not wide and all(g[i] >= FAST_GAIN * max(prior[i], 0.5) for i in known):
         # Everyone where expected (steady playback): a local fit only, no search.
         fast = _finish(
@@ -624,13 +651,19 @@ def _estimate(
         changed = False
         for i in order:
             r = fit.residual(sorted(active - {i}), u, g)
-            mf, white = fit.matched(i, r), np.abs(fit.whitened(i, r))
+            # In a long sparse window only the wide (suspect) or unplaced members are searched far: the others
+            # are held where expected (a search each, every sweep, was most of the tracker's CPU under drift).
+            held = sparse and i in expected and i not in wide
+            mf = fit.matched(i, r)
+            white = mf if held else np.abs(fit.whitened(i, r))
             energy = fit.weighted_energy(i)
             best_local = (-1.0, 0, 0.0)  # (gain, shift, rival)
             if i in expected and i not in wide:
                 shift, rival = _best_cycle(mf, expected[i], LOCAL)
                 best_local = (float(mf[shift % spec.frame]), shift, rival)
-            if i in wide:  # unsure where: the best peak near the prediction, none preferred
+            if held:
+                k, pk, far_shift, far_rival = best_local[1], -math.inf, best_local[1], best_local[2]
+            elif i in wide:  # unsure where: the best peak near the prediction, none preferred
                 within = (expected[i] - half[i], expected[i] + half[i])
                 k, _, pk = _global_peak(white, limit, None, within)
                 far_shift, far_rival = _best_cycle(mf, k, 6)
@@ -671,6 +704,54 @@ def _estimate(
             "ok", spec.middle, none, -math.inf, x_db, "no member heard", spec.frames, (spec.start, spec.stop)
         )
     return _finish(spec, templates, fit, placed, u, g, prior, rivals, peaks, moved, x_db)
+
+
+def _estimate_sparse(
+    spec: Spectra,
+    templates: Bank,
+    predicted: Sequence[float | None],
+    gains: Sequence[float] | None,
+    spread: Sequence[float] | None,
+    motion: np.ndarray | None,
+) -> Estimate:
+    """A long window over sparse programme (a few held notes): enough notes over 16 s to find a member that moved
+    far, never sure enough to measure small moves (measured on bench tonal tracks: members in place fitted 1-5
+    samples off, some a whole cycle, with sub-sample sigma). So each member is first fitted where expected; one
+    that fits there badly (not heard, or placed off a sure prediction) is looked for widely while the others hold,
+    and reported only if found far away, clearly (moved, not ambiguous). The members that stayed are reported
+    "uncertain" and ambiguous: the controller follows nothing from them. A member not yet placed (returning) is
+    looked for everywhere."""
+    n = templates.members
+    base = _estimate(spec, templates, predicted, gains, [0.5] * n, motion, sparse=True, local_only=True)
+    if not base.seen:
+        return base
+    sd = [0.5] * n if spread is None else [float(v) for v in spread]
+    out = list(base.members)
+    suspects: list[tuple[float, int]] = []
+    for i, m in enumerate(base.members):
+        p = predicted[i]
+        if p is None or not math.isfinite(float(p)):
+            if not (m.status == "ok" and m.moved and not m.ambiguous):  # else found from nowhere (returning)
+                out[i] = _not("not-heard")
+            continue
+        off = abs(m.arrival - float(p)) if math.isfinite(m.arrival) else math.inf
+        if m.status != "not-heard":
+            out[i] = replace(m, status="uncertain", ambiguous=True, moved=False)
+        if m.status == "not-heard" or off > max(ALIAS, 3 * sd[i]):
+            suspects.append((off, i))
+    # One wide search per window, for the worst suspect (not heard, or farthest off): a jump moves one member;
+    # several off at once (drift not yet known) would cost a search each, every window (measured: 15 % of a core).
+    for _, i in sorted(suspects, reverse=True)[:1]:
+        wide = [0.5] * n
+        wide[i] = math.inf
+        again = _estimate(spec, templates, predicted, gains, wide, motion, sparse=True).members[i]
+        found = again.status == "ok" and again.moved and not again.ambiguous
+        if found or again.status == "not-heard":
+            out[i] = again
+        else:
+            out[i] = replace(again, status="uncertain", ambiguous=True, moved=False)
+    why = "sparse programme: a long window, only far moves are looked for"
+    return replace(base, members=tuple(out), reason=why, sparse=True)
 
 
 def _finish(

